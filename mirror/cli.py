@@ -1,0 +1,333 @@
+"""The `mirror` command line: parse, call a service, render. The only module that prints.
+
+Exit codes (DESIGN.md): 0 ok · 1 unexpected · 2 usage/config · 3 upstream unreachable ·
+4 integrity · 5 lock held · 6 partial. `main()` catches our error tree once, prints the message
+and its hint to stderr and exits with the error's code; tracebacks only with `--debug`.
+
+Heavy imports (SQLAlchemy, httpx) happen inside the commands that need them, so commands that
+do not touch them (and `--help`) start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from mirror.errors import MirrorError, PartialRunError
+
+app = typer.Typer(
+    name="mirror",
+    help="Offline mirror and indexer for the NVIDIA NGC catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Catalog database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (TOML). Default: $MIRROR_CONFIG or built-in.",
+                 dir_okay=False),
+]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Mirror root. Default: $MIRROR_HOME or the user data dir.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON document.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless something fails.")]
+
+
+class State:
+    config: Path | None = None
+    home: Path | None = None
+    verbose: int = 0
+    debug: bool = False
+
+
+STATE = State()
+
+
+@app.callback()
+def _root(
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    STATE.config, STATE.home, STATE.verbose, STATE.debug = config, home, verbose, debug
+
+
+def _settings() -> Any:
+    from mirror.config import environ_snapshot, load_settings
+
+    return load_settings(STATE.config, environ_snapshot(), home=STATE.home)
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if STATE.verbose > 1 else
+                                         logging.INFO if STATE.verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    # httpx logs full request URLs at INFO; presigned URLs carry signatures
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(level, logging.WARNING))
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# -- sync -------------------------------------------------------------------------------------
+@app.command()
+def sync(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Snapshot NGC catalog metadata and fetch the selected files (cron-safe)."""
+    _setup_logging(quiet)
+    from mirror.progress import make_progress
+    from mirror.sync import run_sync
+
+    settings = _settings()
+    progress = make_progress(enabled=not quiet and not as_json and sys.stderr.isatty())
+    report = run_sync(settings, dry_run=dry_run, progress=progress)
+    if as_json:
+        _emit_json(report.as_dict())
+    elif not quiet:
+        _print_sync(report)
+    if report.failures and not dry_run:
+        raise PartialRunError(report.failures)
+    return 0
+
+
+def _print_sync(r: Any) -> None:
+    out = sys.stdout.write
+    if r.dry_run:
+        out("plan (dry run, nothing changed)\n")
+    else:
+        out(f"sync run {r.run_id}: {r.outcome}, snapshot {r.snapshot_id}\n")
+    out(f"  entries   {r.listed} listed: {r.new} new, {r.changed} changed, "
+        f"{r.incomplete} incomplete, {r.unchanged} unchanged, {r.removed} removed\n")
+    out(f"  versions  {r.versions_selected} selected for download\n")
+    out(f"  to fetch  {r.files_to_fetch} files, {_human_bytes(r.bytes_to_fetch)}\n")
+    out(f"  present   {r.files_present} files, {_human_bytes(r.bytes_present)}\n")
+    if not r.dry_run:
+        out(f"  fetched   {r.files_fetched} files, {_human_bytes(r.bytes_fetched)} "
+            f"in {r.requests} requests\n")
+    for f in r.failures:
+        out(f"  FAILED    {f}\n")
+
+
+# -- status -----------------------------------------------------------------------------------
+@app.command()
+def status(
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to show.")] = 10,
+) -> int:
+    """Show the last runs (the cron ledger) and what the mirror holds."""
+    _setup_logging()
+    from mirror import catalog
+    from mirror.db import Database, open_catalog_db
+    from mirror.paths import MirrorPaths
+
+    settings = _settings()
+    paths = MirrorPaths(settings.home)
+    if not paths.db.exists():
+        doc: dict[str, Any] = {"home": str(paths.root), "runs": [], "catalog": None}
+    else:
+        db = Database(open_catalog_db(paths.db))
+        with db.session() as s:
+            runs = [_run_dict(r) for r in catalog.last_runs(s, limit)]
+            doc = {"home": str(paths.root), "runs": runs, "catalog": catalog.counts(s)}
+        db.engine.dispose()
+    if as_json:
+        _emit_json(doc)
+        return 0
+    out = sys.stdout.write
+    out(f"mirror root {doc['home']}\n")
+    if doc["catalog"] is None:
+        out("  no catalog yet: run `mirror sync`\n")
+        return 0
+    c = doc["catalog"]
+    out(f"  {c['entries']} entries, {c['versions']} versions, {c['files_stored']}/{c['files']} "
+        f"files stored, {c['blobs']} blobs ({_human_bytes(c['blob_bytes'])}), "
+        f"{c['snapshots']} snapshots\n")
+    for r in doc["runs"]:
+        fetched = _human_bytes(r["bytes_fetched"])
+        out(f"  run {r['id']:>4}  {r['command']:<6} {r['outcome']:<11} {r['started_at']}"
+            f"  {fetched:>10}  {len(r['failures'])} failed\n")
+        if r.get("error"):
+            out(f"            error: {r['error']}\n")
+    return 0
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "command": r.command, "outcome": r.outcome, "pid": r.pid,
+            "started_at": r.started_at.isoformat() + "Z",
+            "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,
+            "snapshot_id": r.snapshot_id, "counts": r.counts, "bytes_fetched": r.bytes_fetched,
+            "failures": r.failures, "error": r.error}
+
+
+# -- verify / gc ------------------------------------------------------------------------------
+@app.command()
+def verify(
+    sample: Annotated[int | None, typer.Option("--sample", help="Re-hash only N random blobs.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Forget corrupt/missing blobs so the next sync refetches them.")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Re-hash stored blobs; report corrupt, missing and orphan blobs (exit 4 on damage)."""
+    _setup_logging()
+    from mirror.errors import IntegrityError
+    from mirror.verify import verify_store
+
+    store, db, lock = _open_store(lock=repair, command="verify")
+    try:
+        report = verify_store(store, db, sample=sample, repair=repair)
+    finally:
+        db.engine.dispose()
+        if lock:
+            lock.release()
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        out = sys.stdout.write
+        out(f"checked {report.checked} blobs ({_human_bytes(report.bytes_checked)}): "
+            f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
+            f"{len(report.orphans)} orphan\n")
+        for d in report.corrupt:
+            out(f"  CORRUPT  {d}\n")
+        for d in report.missing:
+            out(f"  MISSING  {d}\n")
+        for d in report.orphans:
+            out(f"  orphan   {d}\n")
+    if not report.clean and not repair:
+        raise IntegrityError(
+            f"{len(report.corrupt)} corrupt and {len(report.missing)} missing blob(s)",
+            hint="run `mirror verify --repair`, then `mirror sync` to fetch them again")
+    return 0
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed.")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Remove blobs that no catalog row references (fails closed on a damaged store)."""
+    _setup_logging()
+    from mirror.gc import collect_garbage
+
+    store, db, lock = _open_store(lock=True, command="gc")
+    try:
+        report = collect_garbage(store, db, dry_run=dry_run)
+    finally:
+        db.engine.dispose()
+        if lock:
+            lock.release()
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        verb = "would remove" if dry_run else "removed"
+        sys.stdout.write(f"{verb} {len(report.unreferenced)} unreferenced blobs "
+                         f"({_human_bytes(report.bytes)})\n")
+    return 0
+
+
+def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
+    from mirror.blobstore import BlobStore
+    from mirror.db import Database, open_catalog_db
+    from mirror.fsutil import MirrorLock
+    from mirror.paths import MirrorPaths
+
+    settings = _settings()
+    paths = MirrorPaths(settings.home)
+    if not paths.db.exists():
+        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+    held = MirrorLock(paths.lock, command).acquire() if lock else None
+    try:
+        db = Database(open_catalog_db(paths.db))
+    except BaseException:
+        if held:
+            held.release()
+        raise
+    return BlobStore(paths), db, held
+
+
+# -- db ---------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> int:
+    """Create the catalog database or migrate it to the current schema."""
+    _setup_logging()
+    from mirror.db import current_revision, make_engine, sqlite_url, upgrade
+    from mirror.paths import MirrorPaths
+
+    paths = MirrorPaths(_settings().home)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(sqlite_url(paths.db))
+    changed = upgrade(engine)
+    rev = current_revision(engine)
+    engine.dispose()
+    sys.stdout.write(f"{paths.db}: schema {'upgraded to' if changed else 'already at'} {rev}\n")
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option("--dir", help="Where the demo mirror goes.")] = Path("mirror-demo"),
+) -> int:
+    """Try the whole flow offline: serve a built-in sample catalog on 127.0.0.1 and sync it."""
+    _setup_logging()
+    from mirror.demo import run_demo
+
+    run_demo(home, out=sys.stdout.write)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map errors to exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="mirror", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except (click.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except MirrorError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        sys.stderr.write(f"unexpected error: {type(exc).__name__}: {exc}\n"
+                         "hint: rerun with --debug for a traceback and report it\n")
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+

@@ -1,0 +1,195 @@
+"""JSON documents of the fake NGC API, built from catalog objects.
+
+Field names and JSON types follow docs/ngc-api.md §4, §5, §8 and §13 exactly: the real
+client coerces types (a string "false" is truthy, a string where a list is expected is
+split into characters), so booleans stay booleans and sizes stay integers, except in
+search ``attributes`` whose values are always strings.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from .catalog import FakeEntry, FakeFile, FakeVersion
+
+JSON = dict[str, Any]
+
+#: Search resource type for each entry kind.
+SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE"}
+
+# HTTP status -> requestStatus.statusCode enum (§3.1); unknown codes get a generic value.
+_STATUS_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "INVALID_REQUEST",
+    409: "EXISTS",
+    412: "PRECONDITION_FAILED",
+    416: "INVALID_REQUEST",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "SERVICE_UNAVAILABLE",
+    504: "GATEWAY_TIMEOUT",
+}
+
+
+def body_key(kind: str) -> str:
+    """Top-level key prefix of a kind's documents: ``model`` or ``recipe``."""
+    return "model" if kind == "model" else "recipe"
+
+
+def error_envelope(status: int, description: str | None = None) -> JSON:
+    """An NGC error body (§12.1).
+
+    Args:
+        status: HTTP status code.
+        description: Human text; defaults to the HTTP reason phrase.
+
+    Returns:
+        ``{"requestStatus": {statusCode, statusDescription, requestId, serverId}}``.
+    """
+    if description is None:
+        try:
+            description = HTTPStatus(status).phrase
+        except ValueError:
+            description = "Error"
+    return {
+        "requestStatus": {
+            "statusCode": _STATUS_CODES.get(status, "UNKNOWN" if status < 500 else "ERROR"),
+            "statusDescription": description,
+            "requestId": uuid.uuid4().hex,
+            "serverId": "fakengc",
+        }
+    }
+
+
+def success_status() -> JSON:
+    """The ``requestStatus`` object of a successful response."""
+    return {"statusCode": "SUCCESS", "requestId": uuid.uuid4().hex, "serverId": "fakengc"}
+
+
+def page_count(total: int, size: int) -> int:
+    """Number of pages of ``size`` items needed for ``total`` items (at least 1)."""
+    return max(1, math.ceil(total / size))
+
+
+def pagination_info(index: int, size: int, total: int, *, next_page: bool = True) -> JSON:
+    """A ``paginationInfo`` object.
+
+    Args:
+        index: 0-based page number that was served.
+        size: Page size in effect.
+        total: Total number of items across all pages.
+        next_page: Include the (always empty) ``nextPage`` string, as style A lists do.
+
+    Returns:
+        The object.
+    """
+    info: JSON = {
+        "index": index,
+        "size": size,
+        "totalPages": page_count(total, size),
+        "totalResults": total,
+    }
+    if next_page:
+        info["nextPage"] = ""
+    return info
+
+
+def search_resource(entry: FakeEntry) -> JSON:
+    """One ``SearchResource`` of a search response (§8.2, §13.1)."""
+    latest = entry.latest
+    attrs: list[tuple[str, str | None]] = [
+        ("latestVersionIdStr", latest.version_id if latest else None),
+        ("latestVersionSizeInBytes", str(latest.total_size) if latest else None),
+        ("application", entry.application),
+        ("framework", entry.framework),
+        ("precision", entry.precision),
+    ]
+    return {
+        "resourceId": entry.resource_id,
+        "resourceType": SEARCH_TYPES[entry.kind],
+        "name": entry.name,
+        "displayName": entry.display_name,
+        "orgName": entry.org,
+        "teamName": entry.team,
+        "description": entry.description,
+        "shortDescription": entry.description,
+        "dateCreated": entry.created,
+        "dateModified": entry.updated,
+        "createdBy": "NVIDIA",
+        "isPublic": True,
+        "guestAccess": True,
+        "labels": [{"key": "general", "values": list(entry.labels)}],
+        "attributes": [{"key": k, "value": v} for k, v in attrs if v is not None],
+    }
+
+
+def entry_doc(entry: FakeEntry) -> JSON:
+    """The ``Model`` (§4.1) or ``Recipe`` (§5) object of an entry; absent values are omitted."""
+    latest = entry.latest
+    doc: JSON = {
+        "name": entry.name,
+        "orgName": entry.org,
+        "displayName": entry.display_name,
+        "shortDescription": entry.description,
+        "description": f"## {entry.display_name}\n\n{entry.description}\n",
+        "labels": list(entry.labels),
+        "productNames": [],
+        "publisher": "NVIDIA",
+        "builtBy": "NVIDIA",
+        "createdDate": entry.created,
+        "updatedDate": entry.updated,
+        "isPublic": True,
+        "canGuestDownload": True,
+        "accessType": "LISTED",
+        "hasSignedVersion": False,
+        "isReadOnly": False,
+        "licenseTerms": [],
+    }
+    if entry.team is not None:
+        doc["teamName"] = entry.team
+    framework_key = "framework" if entry.kind == "model" else "trainingFramework"
+    for key, value in (
+        ("application", entry.application),
+        (framework_key, entry.framework),
+        ("precision", entry.precision),
+    ):
+        if value is not None:
+            doc[key] = value
+    if latest is not None:
+        doc["latestVersionIdStr"] = latest.version_id
+        doc["latestVersionSizeInBytes"] = latest.total_size
+    return doc
+
+
+def version_doc(version: FakeVersion) -> JSON:
+    """A ``ModelVersion``/``RecipeVersion`` object (§4.3)."""
+    return {
+        "versionId": version.version_id,
+        "status": version.status,
+        "description": version.description,
+        "createdDate": version.created,
+        "updatedDate": version.updated,
+        "createdByUser": "NVIDIA",
+        "totalFileCount": version.file_count,
+        "totalSizeInBytes": version.total_size,
+        "storageVersion": "V2",
+        "isSigned": False,
+        "malwareScanStatus": "CLEAN",
+    }
+
+
+def file_doc(file: FakeFile, version: FakeVersion) -> JSON:
+    """A ``ModelFile``/``RecipeFile`` object (§4.4)."""
+    return {
+        "path": file.path,
+        "sizeInBytes": file.size,
+        "sha256_base64": file.sha256_b64,
+        "createdDate": version.created,
+    }

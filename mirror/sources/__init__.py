@@ -1,0 +1,1 @@
+"""Upstream sources: the only owners of remote URL and JSON shapes."""
