@@ -126,9 +126,11 @@ def make_plan(
         mine = local.get(key)
         if mine is None:
             plan.new.append(item)
-        elif mine.stamp != item.stamp or mine.removed:
+        elif mine.stamp is not None and (mine.stamp != item.stamp or mine.removed):
             plan.changed.append(item)
-        elif not is_complete(mine, selections):
+        elif mine.stamp is None or not is_complete(mine, selections):
+            # never completely refreshed (a failed or interrupted run), or a selected
+            # version lacks bytes (a widened selection, a repaired store)
             plan.incomplete.append(item)
         else:
             plan.unchanged += 1

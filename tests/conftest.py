@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
 from mirror.config import HttpSettings, NgcSettings, Selection, Settings
@@ -57,3 +59,37 @@ def fake_ngc() -> Iterator[object]:
 
     with FakeNGC(seed_catalog(limit=12)) as server:
         yield server
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env(home: Path, api_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a `mirror` subprocess pointed at a fake server."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MIRROR_", "NGC_")) and not k.lower().endswith("_proxy")}
+    env.update({"MIRROR_HOME": str(home), "MIRROR_NGC_API_URL": api_url,
+                "MIRROR_NGC_AUTH_URL": api_url, "MIRROR_HTTP_BACKOFF": "0.01",
+                "MIRROR_HTTP_MAX_BACKOFF": "0.05", "MIRROR_HTTP_RETRIES": "2",
+                "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def write_config(path: Path, select: str = 'pattern = "*"\nlatest = 1\n') -> Path:
+    path.write_text(f"[[select]]\n{select}")
+    return path
+
+
+def mirror_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "mirror", *args]
+
+
+def run_mirror(args: list[str], env: dict[str, str], timeout: float = 120
+               ) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run(mirror_cmd(*args), env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)

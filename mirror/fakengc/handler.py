@@ -65,12 +65,14 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "FakeNGC/1.0"
-    sys_version = ""
     timeout = 300  # idle keep-alive connections end eventually
 
     _fault: Fault | None = None
     _body: bytes = b""
     _started: bool = False  # headers sent: an error can no longer become a 500
+
+    def version_string(self) -> str:
+        return self.server_version
 
     @property
     def fake(self) -> FakeNGC:
@@ -117,7 +119,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(payloads.error_envelope(500), 500)
 
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # cannot tell where the next request starts
+            raise _HttpError(400, "Invalid Content-Length") from None
         if length > _MAX_BODY:
             self.close_connection = True
             raise _HttpError(413)

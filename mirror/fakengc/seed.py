@@ -172,9 +172,10 @@ def _machine_names(displays: list[str]) -> list[tuple[str, str | None]]:
 
 def _description(display: str, application: str | None, framework: str | None) -> str:
     what = (application or "deep learning").lower()
+    article = "an" if what[0] in "aeiou" else "a"
     built = f" built with {framework}" if framework else ""
     return (
-        f"{display}: a {what} model{built}, taken from the 2019 NGC catalog listing. "
+        f"{display}: {article} {what} model{built}, taken from the 2019 NGC catalog listing. "
         "Synthetic entry served by the mirror fake NGC server; its files are deterministic "
         "pseudo-random bytes, not real weights."
     )

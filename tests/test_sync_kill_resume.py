@@ -1,0 +1,87 @@
+"""A real `mirror sync` process killed with SIGKILL mid-download, then run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from mirror.fakengc import FakeEntry, FakeFile, FakeNGC, FakeVersion, Fault, seed_catalog
+from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror, write_config
+
+BIG = 4 * 1024 * 1024
+
+
+def _wait_for(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def _partials(home: Path) -> list[Path]:
+    tmp = home / "tmp"
+    return [p for p in tmp.iterdir() if p.stat().st_size > 0] if tmp.is_dir() else []
+
+
+def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_path: Path) -> None:
+    cat = seed_catalog(limit=4, include_resources=False)
+    big = FakeFile("weights/big.bin", content=os.urandom(BIG))
+    cat.add(FakeEntry(kind="model", org="nvidia", team=None, name="bigmodel",
+                      display_name="Big Model", updated="2024-01-01T00:00:00.000Z",
+                      versions=[FakeVersion("1.0", files=[big])]))
+    cfg = write_config(tmp_path / "m.toml")
+    with FakeNGC(cat) as fake:
+        fake.add_fault(Fault(r"^/_dl/.*big\.bin", throttle_bps=1_000_000, times=None))
+        env = cli_env(home, fake.url)
+        proc = subprocess.Popen(mirror_cmd("--config", str(cfg), "sync"), env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in _partials(home)))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == -signal.SIGKILL
+        partial = _partials(home)
+        assert partial, "the kill left no partial download to resume"
+        cut = partial[0].stat().st_size
+        assert 0 < cut < BIG
+        # nothing partial or corrupt is visible under blobs/
+        blobs = home / "blobs" / "sha256"
+        assert big.sha256_hex not in {p.name for p in blobs.iterdir()}
+        assert run_mirror(["verify"], env).returncode == 0
+
+        fake.clear_faults()
+        fake.clear_requests()
+        again = run_mirror(["--config", str(cfg), "sync"], env)
+        assert again.returncode == 0, again.stderr
+        ranges = [r.headers.get("range") for r in fake.requests if "big.bin" in r.path]
+        assert ranges and ranges[0] is not None and int(ranges[0][6:].rstrip("-")) >= cut - 1
+        assert (blobs / big.sha256_hex).read_bytes() == big.content
+        v = run_mirror(["verify", "--json"], env)
+        assert v.returncode == 0 and '"clean": true' in v.stdout
+        status = run_mirror(["status", "--json"], env).stdout
+        assert '"interrupted"' in status  # the killed run is recorded as such
+
+
+def test_second_concurrent_sync_exits_5_naming_the_holder(home: Path, tmp_path: Path) -> None:
+    cat = seed_catalog(limit=2, include_resources=False, file_size=400_000)
+    cfg = write_config(tmp_path / "m.toml")
+    with FakeNGC(cat) as fake:
+        fake.add_fault(Fault(r"^/_dl/", throttle_bps=200_000, times=None))
+        env = cli_env(home, fake.url)
+        first = subprocess.Popen(mirror_cmd("--config", str(cfg), "sync"), env=env, cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: fake.count(r"^/_dl/") > 0)
+            second = run_mirror(["--config", str(cfg), "sync"], env)
+            assert second.returncode == 5, second.stderr
+            assert f"pid {first.pid}" in second.stderr and "started" in second.stderr
+        finally:
+            first.kill()
+            first.wait()
