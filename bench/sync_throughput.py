@@ -37,9 +37,20 @@ def start_server(workdir: Path, files: int, size: str) -> tuple[subprocess.Popen
     ready = workdir / f"url-{files}x{size}"
     ready.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [PY, "-m", "mirror.fakengc", "--big-files", f"{files}x{size}",
-         "--data-dir", str(workdir / f"data-{files}x{size}"), "--ready-file", str(ready)],
-        cwd=REPO, stdout=subprocess.DEVNULL)
+        [
+            PY,
+            "-m",
+            "mirror.fakengc",
+            "--big-files",
+            f"{files}x{size}",
+            "--data-dir",
+            str(workdir / f"data-{files}x{size}"),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while not ready.exists() or not ready.read_text().strip():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -57,11 +68,16 @@ def presigned_urls(base: str) -> list[str]:
 
 def run_mirror(base: str, home: Path, cfg: Path) -> tuple[float, int]:
     """Wall time and peak RSS (bytes) of one `mirror sync` process."""
-    env = {**os.environ, "MIRROR_HOME": str(home), "MIRROR_NGC_API_URL": base,
-           "MIRROR_NGC_KINDS": "model"}
+    env = {
+        **os.environ,
+        "MIRROR_HOME": str(home),
+        "MIRROR_NGC_API_URL": base,
+        "MIRROR_NGC_KINDS": "model",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen([PY, "-m", "mirror", "--config", str(cfg), "sync", "--quiet"],
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        [PY, "-m", "mirror", "--config", str(cfg), "sync", "--quiet"], cwd=REPO, env=env
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -78,8 +94,11 @@ def run_curl(urls: list[str], dest: Path, parallel: int) -> float:
         args += ["-o", str(dest / f"f{i}"), u]
     t0 = time.perf_counter()
     subprocess.run(args, check=True)
-    subprocess.run(["sha256sum", *sorted(str(p) for p in dest.iterdir())], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["sha256sum", *sorted(str(p) for p in dest.iterdir())],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -106,8 +125,14 @@ def main() -> None:
     server, base = start_server(work, args.files, args.size)
     try:
         urls = presigned_urls(base)
-        total = sum(int(urllib.request.urlopen(urllib.request.Request(u, method="HEAD"))
-                        .headers["Content-Length"]) for u in urls)
+        total = sum(
+            int(
+                urllib.request.urlopen(urllib.request.Request(u, method="HEAD")).headers[
+                    "Content-Length"
+                ]
+            )
+            for u in urls
+        )
         mirror_t, curl4_t, curl1_t = [], [], []
         for rnd in range(args.rounds):
             order = ["mirror", "curl4", "curl1"] if rnd % 2 == 0 else ["curl1", "curl4", "mirror"]
@@ -146,8 +171,10 @@ def main() -> None:
             server.terminate()
             server.wait()
             drop(work / "home-big")
-        print(f"  peak RSS syncing one {args.big} file: {rss / 2**20:.0f} MiB "
-              f"(target <= 150 MiB), {wall:.1f} s")
+        print(
+            f"  peak RSS syncing one {args.big} file: {rss / 2**20:.0f} MiB "
+            f"(target <= 150 MiB), {wall:.1f} s"
+        )
     if args.workdir is None:
         drop(work)
 

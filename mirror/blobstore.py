@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
-EMPTY_INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-               "manifests": []}
+EMPTY_INDEX = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [],
+}
 
 
 def sha256_file(path: Path, limit: int | None = None) -> tuple[str, int]:
@@ -77,7 +80,7 @@ class BlobWriter:
             if resume and self.expected_digest and self.tmp_path.exists():
                 self.offset = self._rehash_prefix()
             mode = "ab" if self.offset else "wb"
-            self._fh: BinaryIO | None = open(self.tmp_path, mode, buffering=0)  # noqa: SIM115
+            self._fh: BinaryIO | None = open(self.tmp_path, mode, buffering=0)  # type: ignore[assignment]  # noqa: SIM115
         except OSError as exc:
             raise store_error(exc, self.tmp_path, "opening") from exc
 
@@ -134,9 +137,7 @@ class BlobWriter:
             )
         if self.expected_digest and actual != self.expected_digest:
             self.keep_partial = False
-            raise IntegrityError(
-                "digest mismatch", expected=self.expected_digest, actual=actual
-            )
+            raise IntegrityError("digest mismatch", expected=self.expected_digest, actual=actual)
         try:
             os.fsync(self._fh.fileno())
             self._fh.close()
@@ -199,8 +200,10 @@ class BlobStore:
         try:
             return open(self.paths.blob(digest), "rb")  # noqa: SIM115
         except FileNotFoundError:
-            raise StoreError(f"blob {digest} is missing from the store",
-                             hint="run `mirror verify` then `mirror sync`") from None
+            raise StoreError(
+                f"blob {digest} is missing from the store",
+                hint="run `mirror verify` then `mirror sync`",
+            ) from None
 
     def writer(
         self, expected_digest: str | None, expected_size: int | None, *, resume: bool = True

@@ -27,16 +27,31 @@ def start_run(s: Session, command: str) -> Run:
     """Record a run; any run still 'running' is a leftover of a killed process (we hold the
     lock, so nobody else is running)."""
     s.execute(update(Run).where(Run.outcome == "running").values(outcome="interrupted"))
-    run = Run(command=command, started_at=utcnow(), pid=os.getpid(), outcome="running",
-              counts={}, failures=[], bytes_fetched=0)
+    run = Run(
+        command=command,
+        started_at=utcnow(),
+        pid=os.getpid(),
+        outcome="running",
+        counts={},
+        failures=[],
+        bytes_fetched=0,
+    )
     s.add(run)
     s.flush()
     return run
 
 
-def finish_run(s: Session, run_id: int, *, outcome: str, counts: dict[str, Any],
-               bytes_fetched: int, failures: Sequence[str], snapshot_id: int | None,
-               error: str | None = None) -> None:
+def finish_run(
+    s: Session,
+    run_id: int,
+    *,
+    outcome: str,
+    counts: dict[str, Any],
+    bytes_fetched: int,
+    failures: Sequence[str],
+    snapshot_id: int | None,
+    error: str | None = None,
+) -> None:
     run = s.get(Run, run_id)
     assert run is not None
     run.outcome = outcome
@@ -66,8 +81,12 @@ def complete_snapshot(s: Session, snapshot_id: int) -> None:
 
 
 def drop_snapshot_if_unused(s: Session, snapshot_id: int) -> None:
-    for col in (Entry.first_snapshot_id, Entry.removed_snapshot_id,
-                Version.first_snapshot_id, Version.removed_snapshot_id):
+    for col in (
+        Entry.first_snapshot_id,
+        Entry.removed_snapshot_id,
+        Version.first_snapshot_id,
+        Version.removed_snapshot_id,
+    ):
         if s.scalar(select(func.count()).where(col == snapshot_id)):
             return
     snap = s.get(Snapshot, snapshot_id)
@@ -86,9 +105,18 @@ def local_state(s: Session, kinds: Iterable[str]) -> dict[tuple[str, str], Local
         .subquery()
     )
     rows = s.execute(
-        select(Entry.kind, Entry.path, Entry.sync_stamp, Entry.removed_snapshot_id,
-               Version.version, Version.status, Version.size, Version.created,
-               Version.files_listed, func.coalesce(missing.c.n, 0))
+        select(
+            Entry.kind,
+            Entry.path,
+            Entry.sync_stamp,
+            Entry.removed_snapshot_id,
+            Version.version,
+            Version.status,
+            Version.size,
+            Version.created,
+            Version.files_listed,
+            func.coalesce(missing.c.n, 0),
+        )
         .outerjoin(Version, (Version.entry_id == Entry.id) & Version.removed_snapshot_id.is_(None))
         .outerjoin(missing, missing.c.version_id == Version.id)
         .where(Entry.kind.in_(kinds))
@@ -140,7 +168,9 @@ def upsert_entry(
     entry.sync_stamp = stamp
     s.flush()
 
-    existing = {v.version: v for v in s.scalars(select(Version).where(Version.entry_id == entry.id))}
+    existing = {
+        v.version: v for v in s.scalars(select(Version).where(Version.entry_id == entry.id))
+    }
     upstream = {rv.version for rv in remote.versions}
     for old_id, old in existing.items():
         if old_id not in upstream and old.removed_snapshot_id is None:
@@ -163,12 +193,12 @@ def upsert_entry(
             if path not in names:
                 s.delete(row)
         for rf in rv.files:
-            row = have.get(rf.path)
-            if row is None:
-                row = File(version_id=ver.id, path=rf.path)
-                s.add(row)
-            row.size, row.sha256 = rf.size, rf.sha256
-            row.blob_digest = stored.get(f"{rv.version}/{rf.path}")
+            frow = have.get(rf.path)
+            if frow is None:
+                frow = File(version_id=ver.id, path=rf.path)
+                s.add(frow)
+            frow.size, frow.sha256 = rf.size, rf.sha256
+            frow.blob_digest = stored.get(f"{rv.version}/{rf.path}")
     s.flush()
     return entry
 
@@ -187,8 +217,9 @@ def mark_removed(s: Session, keys: Iterable[tuple[str, str]], snapshot_id: int) 
 def referenced_digests(s: Session) -> set[str]:
     """Every blob digest a row points at (files now; manifests and layers with issue 5)."""
     digests = set(s.scalars(select(File.blob_digest).where(File.blob_digest.is_not(None))))
-    digests |= set(s.scalars(select(Version.manifest_digest)
-                             .where(Version.manifest_digest.is_not(None))))
+    digests |= set(
+        s.scalars(select(Version.manifest_digest).where(Version.manifest_digest.is_not(None)))
+    )
     return {d for d in digests if d}
 
 
@@ -220,13 +251,19 @@ def counts(s: Session) -> dict[str, int]:
     live = Entry.removed_snapshot_id.is_(None)
     return {
         "entries": s.scalar(select(func.count()).select_from(Entry).where(live)) or 0,
-        "versions": s.scalar(select(func.count()).select_from(Version)
-                             .where(Version.removed_snapshot_id.is_(None))) or 0,
+        "versions": s.scalar(
+            select(func.count()).select_from(Version).where(Version.removed_snapshot_id.is_(None))
+        )
+        or 0,
         "files": s.scalar(select(func.count()).select_from(File)) or 0,
-        "files_stored": s.scalar(select(func.count()).select_from(File)
-                                 .where(File.blob_digest.is_not(None))) or 0,
+        "files_stored": s.scalar(
+            select(func.count()).select_from(File).where(File.blob_digest.is_not(None))
+        )
+        or 0,
         "blobs": s.scalar(select(func.count()).select_from(Blob)) or 0,
         "blob_bytes": s.scalar(select(func.coalesce(func.sum(Blob.size), 0))) or 0,
-        "snapshots": s.scalar(select(func.count()).select_from(Snapshot)
-                              .where(Snapshot.complete.is_(True))) or 0,
+        "snapshots": s.scalar(
+            select(func.count()).select_from(Snapshot).where(Snapshot.complete.is_(True))
+        )
+        or 0,
     }

@@ -33,14 +33,21 @@ app.add_typer(db_app, name="db")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Config file (TOML). Default: $MIRROR_CONFIG or built-in.",
-                 dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (TOML). Default: $MIRROR_CONFIG or built-in.",
+        dir_okay=False,
+    ),
 ]
 HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="Mirror root. Default: $MIRROR_HOME or the user data dir.")
+    Path | None,
+    typer.Option("--home", help="Mirror root. Default: $MIRROR_HOME or the user data dir."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON document.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless something fails.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing unless something fails.")
+]
 
 
 class State:
@@ -57,7 +64,9 @@ STATE = State()
 def _root(
     config: ConfigOpt = None,
     home: HomeOpt = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output.")
+    ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     STATE.config, STATE.home, STATE.verbose, STATE.debug = config, home, verbose, debug
@@ -70,10 +79,20 @@ def _settings() -> Any:
 
 
 def _setup_logging(quiet: bool = False) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if STATE.verbose > 1 else
-                                         logging.INFO if STATE.verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    level = (
+        logging.ERROR
+        if quiet
+        else (
+            logging.DEBUG
+            if STATE.verbose > 1
+            else logging.INFO
+            if STATE.verbose
+            else logging.WARNING
+        )
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
     # httpx logs full request URLs at INFO; presigned URLs carry signatures
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     logging.getLogger("httpcore").setLevel(max(level, logging.WARNING))
@@ -94,7 +113,9 @@ def _human_bytes(n: float) -> str:
 # -- sync -------------------------------------------------------------------------------------
 @app.command()
 def sync(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -121,14 +142,18 @@ def _print_sync(r: Any) -> None:
         out("plan (dry run, nothing changed)\n")
     else:
         out(f"sync run {r.run_id}: {r.outcome}, snapshot {r.snapshot_id}\n")
-    out(f"  entries   {r.listed} listed: {r.new} new, {r.changed} changed, "
-        f"{r.incomplete} incomplete, {r.unchanged} unchanged, {r.removed} removed\n")
+    out(
+        f"  entries   {r.listed} listed: {r.new} new, {r.changed} changed, "
+        f"{r.incomplete} incomplete, {r.unchanged} unchanged, {r.removed} removed\n"
+    )
     out(f"  versions  {r.versions_selected} selected for download\n")
     out(f"  to fetch  {r.files_to_fetch} files, {_human_bytes(r.bytes_to_fetch)}\n")
     out(f"  present   {r.files_present} files, {_human_bytes(r.bytes_present)}\n")
     if not r.dry_run:
-        out(f"  fetched   {r.files_fetched} files, {_human_bytes(r.bytes_fetched)} "
-            f"in {r.requests} requests\n")
+        out(
+            f"  fetched   {r.files_fetched} files, {_human_bytes(r.bytes_fetched)} "
+            f"in {r.requests} requests\n"
+        )
     for f in r.failures:
         out(f"  FAILED    {f}\n")
 
@@ -164,31 +189,50 @@ def status(
         out("  no catalog yet: run `mirror sync`\n")
         return 0
     c = doc["catalog"]
-    out(f"  {c['entries']} entries, {c['versions']} versions, {c['files_stored']}/{c['files']} "
+    out(
+        f"  {c['entries']} entries, {c['versions']} versions, {c['files_stored']}/{c['files']} "
         f"files stored, {c['blobs']} blobs ({_human_bytes(c['blob_bytes'])}), "
-        f"{c['snapshots']} snapshots\n")
+        f"{c['snapshots']} snapshots\n"
+    )
     for r in doc["runs"]:
         fetched = _human_bytes(r["bytes_fetched"])
-        out(f"  run {r['id']:>4}  {r['command']:<6} {r['outcome']:<11} {r['started_at']}"
-            f"  {fetched:>10}  {len(r['failures'])} failed\n")
+        out(
+            f"  run {r['id']:>4}  {r['command']:<6} {r['outcome']:<11} {r['started_at']}"
+            f"  {fetched:>10}  {len(r['failures'])} failed\n"
+        )
         if r.get("error"):
             out(f"            error: {r['error']}\n")
     return 0
 
 
 def _run_dict(r: Any) -> dict[str, Any]:
-    return {"id": r.id, "command": r.command, "outcome": r.outcome, "pid": r.pid,
-            "started_at": r.started_at.isoformat() + "Z",
-            "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,
-            "snapshot_id": r.snapshot_id, "counts": r.counts, "bytes_fetched": r.bytes_fetched,
-            "failures": r.failures, "error": r.error}
+    return {
+        "id": r.id,
+        "command": r.command,
+        "outcome": r.outcome,
+        "pid": r.pid,
+        "started_at": r.started_at.isoformat() + "Z",
+        "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,
+        "snapshot_id": r.snapshot_id,
+        "counts": r.counts,
+        "bytes_fetched": r.bytes_fetched,
+        "failures": r.failures,
+        "error": r.error,
+    }
 
 
 # -- verify / gc ------------------------------------------------------------------------------
 @app.command()
 def verify(
-    sample: Annotated[int | None, typer.Option("--sample", help="Re-hash only N random blobs.")] = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Forget corrupt/missing blobs so the next sync refetches them.")] = False,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Re-hash only N random blobs.")
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Forget corrupt/missing blobs so the next sync refetches them."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Re-hash stored blobs; report corrupt, missing and orphan blobs (exit 4 on damage)."""
@@ -207,9 +251,11 @@ def verify(
         _emit_json(report.as_dict())
     else:
         out = sys.stdout.write
-        out(f"checked {report.checked} blobs ({_human_bytes(report.bytes_checked)}): "
+        out(
+            f"checked {report.checked} blobs ({_human_bytes(report.bytes_checked)}): "
             f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
-            f"{len(report.orphans)} orphan\n")
+            f"{len(report.orphans)} orphan\n"
+        )
         for d in report.corrupt:
             out(f"  CORRUPT  {d}\n")
         for d in report.missing:
@@ -219,13 +265,16 @@ def verify(
     if not report.clean and not repair:
         raise IntegrityError(
             f"{len(report.corrupt)} corrupt and {len(report.missing)} missing blob(s)",
-            hint="run `mirror verify --repair`, then `mirror sync` to fetch them again")
+            hint="run `mirror verify --repair`, then `mirror sync` to fetch them again",
+        )
     return 0
 
 
 @app.command()
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be removed.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Remove blobs that no catalog row references (fails closed on a damaged store)."""
@@ -243,8 +292,9 @@ def gc(
         _emit_json(report.as_dict())
     else:
         verb = "would remove" if dry_run else "removed"
-        sys.stdout.write(f"{verb} {len(report.unreferenced)} unreferenced blobs "
-                         f"({_human_bytes(report.bytes)})\n")
+        sys.stdout.write(
+            f"{verb} {len(report.unreferenced)} unreferenced blobs ({_human_bytes(report.bytes)})\n"
+        )
     return 0
 
 
@@ -257,7 +307,9 @@ def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
     settings = _settings()
     paths = MirrorPaths(settings.home)
     if not paths.db.exists():
-        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+        raise MirrorError(
+            f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
+        )
     held = MirrorLock(paths.lock, command).acquire() if lock else None
     try:
         db = Database(open_catalog_db(paths.db))
@@ -289,7 +341,9 @@ def db_upgrade() -> int:
 # -- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    home: Annotated[Path, typer.Option("--dir", help="Where the demo mirror goes.")] = Path("mirror-demo"),
+    home: Annotated[Path, typer.Option("--dir", help="Where the demo mirror goes.")] = Path(
+        "mirror-demo"
+    ),
 ) -> int:
     """Try the whole flow offline: serve a built-in sample catalog on 127.0.0.1 and sync it."""
     _setup_logging()
@@ -326,8 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the last line of defence: one line, not a traceback
         if debug:
             raise
-        sys.stderr.write(f"unexpected error: {type(exc).__name__}: {exc}\n"
-                         "hint: rerun with --debug for a traceback and report it\n")
+        sys.stderr.write(
+            f"unexpected error: {type(exc).__name__}: {exc}\n"
+            "hint: rerun with --debug for a traceback and report it\n"
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
-

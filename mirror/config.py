@@ -25,8 +25,17 @@ from mirror.paths import default_home
 
 KINDS = ("model", "resource")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(value: object, *, where: str = "size") -> int:
@@ -161,13 +170,16 @@ def _section(cls: type, raw: Mapping[str, Any], name: str, env: Mapping[str, str
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"unknown key [{name}].{key}",
-                              hint=f"valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown key [{name}].{key}", hint=f"valid keys: {', '.join(sorted(known))}"
+            )
         values[key] = _coerce(value, known[key].default, str(known[key].type), f"[{name}].{key}")
     for key, f in known.items():
         env_value = env.get(f"MIRROR_{name.upper()}_{key.upper()}")
         if env_value is not None:
-            values[key] = _coerce(env_value, f.default, str(f.type), f"MIRROR_{name.upper()}_{key.upper()}")
+            values[key] = _coerce(
+                env_value, f.default, str(f.type), f"MIRROR_{name.upper()}_{key.upper()}"
+            )
     return cls(**values)
 
 
@@ -178,7 +190,9 @@ def _selection(raw: Any, i: int) -> Selection:
     allowed = {"pattern", "kinds", "latest", "max_size"}
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"unknown key {where}.{key}", hint=f"valid keys: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"unknown key {where}.{key}", hint=f"valid keys: {', '.join(sorted(allowed))}"
+            )
     pattern = raw.get("pattern", "*")
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f"{where}.pattern: expected a glob like 'nvidia/*'")
@@ -187,7 +201,9 @@ def _selection(raw: Any, i: int) -> Selection:
         if k not in KINDS:
             raise ConfigError(f"{where}.kinds: unknown kind {k!r}", hint=f"use {', '.join(KINDS)}")
     latest = raw.get("latest", 1)
-    if latest is not None and (isinstance(latest, bool) or not isinstance(latest, int) or latest < 0):
+    if latest is not None and (
+        isinstance(latest, bool) or not isinstance(latest, int) or latest < 0
+    ):
         raise ConfigError(f"{where}.latest: expected a whole number of versions (0 = all)")
     max_size = parse_size(raw["max_size"], where=f"{where}.max_size") if "max_size" in raw else None
     return Selection(pattern=pattern, kinds=kinds, latest=latest or None, max_size=max_size)
@@ -210,8 +226,9 @@ def load_settings(
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError("config file not found", path=str(path),
-                              hint="copy config.example.toml and edit it") from None
+            raise ConfigError(
+                "config file not found", path=str(path), hint="copy config.example.toml and edit it"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
         except OSError as exc:
@@ -224,21 +241,27 @@ def load_settings(
         raise
 
 
-def _build(raw: dict[str, Any], environ: Mapping[str, str], home: Path | None,
-           source: str | None) -> Settings:
+def _build(
+    raw: dict[str, Any], environ: Mapping[str, str], home: Path | None, source: str | None
+) -> Settings:
     allowed = {"home", "ngc", "http", "select"}
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"unknown top-level key {key!r}", hint=f"valid: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"unknown top-level key {key!r}", hint=f"valid: {', '.join(sorted(allowed))}"
+            )
     ngc = _section(NgcSettings, raw.get("ngc", {}), "ngc", environ)
-    key = environ.get("NGC_API_KEY") or environ.get("NGC_CLI_API_KEY")
-    if key:
-        ngc = _replace(ngc, api_key=Secret(key))
+    api_key = environ.get("NGC_API_KEY") or environ.get("NGC_CLI_API_KEY")
+    if api_key:
+        ngc = _replace(ngc, api_key=Secret(api_key))
     for k in ngc.kinds:
         if k not in KINDS:
             raise ConfigError(f"[ngc].kinds: unknown kind {k!r}", hint=f"use {', '.join(KINDS)}")
-    ngc = _replace(ngc, api_url=_check_url(ngc.api_url, "[ngc].api_url"),
-                   auth_url=_check_url(ngc.auth_url, "[ngc].auth_url"))
+    ngc = _replace(
+        ngc,
+        api_url=_check_url(ngc.api_url, "[ngc].api_url"),
+        auth_url=_check_url(ngc.auth_url, "[ngc].auth_url"),
+    )
     http = _section(HttpSettings, raw.get("http", {}), "http", environ)
     if http.concurrency < 1:
         raise ConfigError("[http].concurrency: must be at least 1")

@@ -113,8 +113,10 @@ def open_catalog_db(path: Path) -> Engine:
 def translate(exc: sa_exc.DBAPIError) -> DatabaseError:
     text = str(exc.orig) if exc.orig is not None else str(exc)
     if "locked" in text:
-        return DatabaseError("the catalog database stayed locked for 30 s",
-                             hint="another process holds a long write transaction; retry")
+        return DatabaseError(
+            "the catalog database stayed locked for 30 s",
+            hint="another process holds a long write transaction; retry",
+        )
     if "readonly" in text or "read-only" in text:
         return DatabaseError("the catalog database is read-only", hint="check file permissions")
     if "disk" in text and "full" in text:

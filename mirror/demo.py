@@ -32,20 +32,28 @@ def run_demo(home: Path, *, out: Callable[[str], object]) -> None:
         out(f"sample NGC catalog serving on {server.url} (loopback only)\n")
         out(f"mirror root: {home}\n\n")
         first = run_sync(settings)
-        out(f"first sync:  {first.listed} entries listed, {first.new} new, "
+        out(
+            f"first sync:  {first.listed} entries listed, {first.new} new, "
             f"{first.files_fetched} files fetched ({first.bytes_fetched} bytes), "
-            f"{first.requests} requests, outcome {first.outcome}\n")
+            f"{first.requests} requests, outcome {first.outcome}\n"
+        )
         second = run_sync(settings)
-        out(f"second sync: {second.unchanged} unchanged, {second.files_fetched} files fetched, "
-            f"{second.requests} requests (listing pages only), outcome {second.outcome}\n")
+        out(
+            f"second sync: {second.unchanged} unchanged, {second.files_fetched} files fetched, "
+            f"{second.requests} requests (listing pages only), outcome {second.outcome}\n"
+        )
     paths = MirrorPaths(home)
     db = Database(open_catalog_db(paths.db))
     report = verify_store(BlobStore(paths), db)
     db.engine.dispose()
-    out(f"verify:      {report.checked} blobs re-hashed, "
-        f"{'clean' if report.clean else 'DAMAGED'}\n\n")
-    out("next:\n"
+    out(
+        f"verify:      {report.checked} blobs re-hashed, "
+        f"{'clean' if report.clean else 'DAMAGED'}\n\n"
+    )
+    out(
+        "next:\n"
         f"  MIRROR_HOME={home} mirror status\n"
         f"  MIRROR_HOME={home} mirror verify\n"
         "  cp config.example.toml mirror.toml  # then point [ngc] api_url at NGC and run\n"
-        "  mirror --config mirror.toml sync --dry-run\n")
+        "  mirror --config mirror.toml sync --dry-run\n"
+    )

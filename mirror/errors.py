@@ -1,16 +1,16 @@
 """Every exception `mirror` raises on purpose, in one tree.
 
 ```
-MirrorError                    exit 1   base; carries `hint` (the command or change that fixes it)
+MirrorError                    exit 1   base; `hint` names the command or change that fixes it
 ├── UsageError                 exit 2   bad flags or arguments
 ├── ConfigError                exit 2   config file missing, unparsable, unknown key, bad value
-├── UpstreamError              exit 3   upstream unreachable or refusing, after retries
+├── UpstreamError              exit 3   upstream unreachable or refusing after retries
 │   ├── HTTPStatusError                 an HTTP status we gave up on (url, status)
-│   └── ProtocolError                   upstream answered something we cannot read (malformed JSON...)
+│   └── ProtocolError                   upstream answered what we cannot read (bad JSON...)
 ├── IntegrityError             exit 4   bytes are not what they claim (digest or size mismatch)
 ├── LockHeldError              exit 5   another writer holds the mirror lock (pid, started)
 ├── PartialRunError            exit 6   the run finished and recorded a snapshot, but items failed
-├── StoreError                 exit 1   filesystem problem in the mirror root (disk full, permissions)
+├── StoreError                 exit 1   filesystem problem in the mirror root (disk full...)
 └── DatabaseError              exit 1   catalog DB problem (locked too long, schema too new)
 ```
 

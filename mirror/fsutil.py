@@ -30,7 +30,9 @@ def store_error(exc: OSError, path: Path, action: str) -> StoreError:
     if exc.errno == errno.ENOSPC:
         return StoreError(f"disk full while {action} {path}", hint="free space or move MIRROR_HOME")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StoreError(f"permission denied while {action} {path}", hint="check the owner and mode")
+        return StoreError(
+            f"permission denied while {action} {path}", hint="check the owner and mode"
+        )
     return StoreError(f"{exc.strerror or exc} while {action} {path}")
 
 

@@ -7,6 +7,7 @@ or store is a reason to stop and look, not to guess what is garbage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,16 +27,20 @@ class GcReport:
     partials_removed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "unreferenced": self.unreferenced, "bytes": self.bytes,
-                "removed": self.removed, "partials_removed": self.partials_removed}
+        return {
+            "dry_run": self.dry_run,
+            "unreferenced": self.unreferenced,
+            "bytes": self.bytes,
+            "removed": self.removed,
+            "partials_removed": self.partials_removed,
+        }
 
 
 def collect_garbage(store: BlobStore, db: Database, *, dry_run: bool) -> GcReport:
     report = GcReport(dry_run=dry_run)
     with db.session() as s:
         referenced = catalog.referenced_digests(s)
-    unreadable = [d for d in sorted(referenced)
-                  if not os.access(store.paths.blob(d), os.R_OK)]
+    unreadable = [d for d in sorted(referenced) if not os.access(store.paths.blob(d), os.R_OK)]
     if unreadable:
         raise IntegrityError(
             f"{len(unreadable)} referenced blob(s) are missing or unreadable "
@@ -44,10 +49,8 @@ def collect_garbage(store: BlobStore, db: Database, *, dry_run: bool) -> GcRepor
         )
     for digest in sorted(set(store.iter_digests()) - referenced):
         report.unreferenced.append(digest)
-        try:
+        with contextlib.suppress(OSError):
             report.bytes += store.size(digest)
-        except OSError:
-            pass
     if dry_run:
         return report
     with db.session() as s:

@@ -82,8 +82,10 @@ class HttpClient:
     ) -> None:
         self.settings = settings
         self._sleep = sleep
-        limits = httpx.Limits(max_connections=settings.concurrency * 2 + 2,
-                              max_keepalive_connections=settings.concurrency * 2 + 2)
+        limits = httpx.Limits(
+            max_connections=settings.concurrency * 2 + 2,
+            max_keepalive_connections=settings.concurrency * 2 + 2,
+        )
         self._client = httpx.Client(
             timeout=httpx.Timeout(settings.timeout),
             limits=limits,
@@ -100,9 +102,9 @@ class HttpClient:
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, max(self.settings.max_backoff, 1.0))
-        base = self.settings.backoff * (2 ** (attempt - 1))
-        return min(self.settings.max_backoff, base * (0.5 + random.random()))
+            return float(min(retry_after, max(self.settings.max_backoff, 1.0)))
+        base = float(self.settings.backoff) * (2 ** (attempt - 1))
+        return float(min(self.settings.max_backoff, base * (0.5 + random.random())))
 
     def _count(self) -> None:
         with self._lock:
@@ -135,11 +137,18 @@ class HttpClient:
                 if attempt >= attempts:
                     raise UpstreamError(
                         f"cannot reach upstream: {type(exc).__name__} after {attempt} attempts",
-                        url=url, hint="check the network and [ngc] api_url",
+                        url=url,
+                        hint="check the network and [ngc] api_url",
                     ) from None
                 wait = self._backoff(attempt, None)
-                log.warning("%s %s: %s; retry %d in %.1fs", method, redact_url(url),
-                            type(exc).__name__, attempt, wait)
+                log.warning(
+                    "%s %s: %s; retry %d in %.1fs",
+                    method,
+                    redact_url(url),
+                    type(exc).__name__,
+                    attempt,
+                    wait,
+                )
                 self._sleep(wait)
                 continue
             if resp.status_code < 400:
@@ -154,8 +163,14 @@ class HttpClient:
                     continue
             if resp.status_code in RETRY_STATUSES and attempt < attempts:
                 wait = self._backoff(attempt, parse_retry_after(resp.headers.get("retry-after")))
-                log.warning("%s %s: HTTP %d; retry %d in %.1fs", method, redact_url(url),
-                            resp.status_code, attempt, wait)
+                log.warning(
+                    "%s %s: HTTP %d; retry %d in %.1fs",
+                    method,
+                    redact_url(url),
+                    resp.status_code,
+                    attempt,
+                    wait,
+                )
                 self._sleep(wait)
                 continue
             raise HTTPStatusError(resp.status_code, url, detail=_detail(resp), attempts=attempt)
@@ -174,8 +189,10 @@ class HttpClient:
         except ValueError as exc:
             raise ProtocolError(
                 f"upstream returned malformed JSON ({exc.msg} at byte {exc.pos})"
-                if isinstance(exc, json.JSONDecodeError) else "upstream returned malformed JSON",
-                url=url, hint="upstream is misbehaving; retry later or report it",
+                if isinstance(exc, json.JSONDecodeError)
+                else "upstream returned malformed JSON",
+                url=url,
+                hint="upstream is misbehaving; retry later or report it",
             ) from None
 
     def download(
@@ -198,8 +215,9 @@ class HttpClient:
             extra = {"Accept-Encoding": "identity"}
             if writer.offset:
                 extra["Range"] = f"bytes={writer.offset}-"
-            resp = self._send("GET", url, headers=headers, on_unauthorized=None,
-                              extra=extra, stream=True)
+            resp = self._send(
+                "GET", url, headers=headers, on_unauthorized=None, extra=extra, stream=True
+            )
             try:
                 if writer.offset and resp.status_code == 200:
                     writer.restart()  # server ignored Range: take the whole body again
@@ -219,12 +237,18 @@ class HttpClient:
                 if failures >= attempts:
                     raise UpstreamError(
                         f"download kept failing ({type(exc).__name__}) at byte {writer.offset}"
-                        f" after {failures} attempts", url=url,
+                        f" after {failures} attempts",
+                        url=url,
                         hint="run `mirror sync` again: it resumes from the partial download",
                     ) from None
                 wait = self._backoff(failures, None)
-                log.warning("download %s broke at byte %d (%s); resuming in %.1fs",
-                            redact_url(url), writer.offset, type(exc).__name__, wait)
+                log.warning(
+                    "download %s broke at byte %d (%s); resuming in %.1fs",
+                    redact_url(url),
+                    writer.offset,
+                    type(exc).__name__,
+                    wait,
+                )
                 self._sleep(wait)
             finally:
                 resp.close()
@@ -239,5 +263,9 @@ class HttpClient:
         except ValueError:
             raise ProtocolError(f"206 with unreadable Content-Range {value!r}", url=url) from None
         if unit != "bytes" or start != offset:
-            raise IntegrityError("server answered a different range than asked",
-                                 expected=f"bytes {offset}-", actual=value, subject=redact_url(url))
+            raise IntegrityError(
+                "server answered a different range than asked",
+                expected=f"bytes {offset}-",
+                actual=value,
+                subject=redact_url(url),
+            )

@@ -7,8 +7,8 @@ A mirror root is a valid OCI image layout (image-spec image-layout.md): `oci-lay
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -95,7 +95,7 @@ class MirrorPaths:
         return self.tmp / f"sha256-{digest_hex(digest)}.partial"
 
 
-def default_home(environ: dict[str, str] | os._Environ[str]) -> Path:
+def default_home(environ: Mapping[str, str]) -> Path:
     """MIRROR_HOME, else the platform's user data dir + /mirror."""
     home = environ.get("MIRROR_HOME")
     if home:

@@ -84,8 +84,9 @@ def select_versions(
     chosen: dict[str, None] = {}
     ordered = newest_first(v for v in versions if v.status == COMPLETE)
     for sel in matching(selections, kind, path):
-        fits = [v for v in ordered
-                if sel.max_size is None or v.size is None or v.size <= sel.max_size]
+        fits = [
+            v for v in ordered if sel.max_size is None or v.size is None or v.size <= sel.max_size
+        ]
         for v in fits if sel.latest is None else fits[: sel.latest]:
             chosen[v.version] = None
     return [v.version for v in ordered if v.version in chosen]
@@ -140,7 +141,10 @@ def make_plan(
 
 
 def versions_to_list(
-    kind: str, path: str, versions: Sequence[RemoteVersion], latest: str | None,
+    kind: str,
+    path: str,
+    versions: Sequence[RemoteVersion],
+    latest: str | None,
     selections: Sequence[Selection],
 ) -> list[str]:
     """Versions whose file lists we fetch: the selected ones plus the latest (for `show`)."""

@@ -21,9 +21,15 @@ class RichProgress(Progress):
         )
         from rich.progress import Progress as Bar
 
-        self._bar: Any = Bar("{task.description}", BarColumn(), DownloadColumn(),
-                             TransferSpeedColumn(), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=True)
+        self._bar: Any = Bar(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self._task: Any = None
         self._lock = threading.Lock()
         self._files = 0
@@ -45,7 +51,9 @@ class RichProgress(Progress):
         if self._task is not None:
             with self._lock:
                 self._done += 1
-                self._bar.update(self._task, description=f"fetching {self._done}/{self._files} files")
+                self._bar.update(
+                    self._task, description=f"fetching {self._done}/{self._files} files"
+                )
 
     def close(self) -> None:
         if self._task is not None:

@@ -75,14 +75,34 @@ class SyncReport:
     failures: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        keys = ("listed", "new", "changed", "incomplete", "unchanged", "removed", "refreshed",
-                "versions_selected", "files_to_fetch", "bytes_to_fetch", "files_present",
-                "bytes_present", "files_fetched", "bytes_fetched", "requests")
+        keys = (
+            "listed",
+            "new",
+            "changed",
+            "incomplete",
+            "unchanged",
+            "removed",
+            "refreshed",
+            "versions_selected",
+            "files_to_fetch",
+            "bytes_to_fetch",
+            "files_present",
+            "bytes_present",
+            "files_fetched",
+            "bytes_fetched",
+            "requests",
+        )
         return {k: int(getattr(self, k)) for k in keys}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "run_id": self.run_id, "snapshot_id": self.snapshot_id,
-                "outcome": self.outcome, **self.counts(), "failures": list(self.failures)}
+        return {
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "snapshot_id": self.snapshot_id,
+            "outcome": self.outcome,
+            **self.counts(),
+            "failures": list(self.failures),
+        }
 
 
 def _guest_token(paths: MirrorPaths) -> str:
@@ -113,8 +133,13 @@ class UrlCache:
 
 
 class SyncEngine:
-    def __init__(self, settings: Settings, *, progress: Progress | None = None,
-                 http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        http: HttpClient | None = None,
+    ) -> None:
         self.settings = settings
         self.paths = MirrorPaths(settings.home)
         self.store = BlobStore(self.paths)
@@ -165,13 +190,15 @@ class SyncEngine:
             try:
                 with writer:
                     received += self.http.download(
-                        url, writer, headers=self.source.download_headers,
-                        on_progress=self.progress.advance)
+                        url,
+                        writer,
+                        headers=self.source.download_headers,
+                        on_progress=self.progress.advance,
+                    )
                     return writer.commit(), f.size, received
             except IntegrityError:
                 if resumed and attempt == 1:
-                    log.warning("resumed download of %s failed verification; starting over",
-                                f.path)
+                    log.warning("resumed download of %s failed verification; starting over", f.path)
                     continue  # the stale partial was removed by the writer; fetch it whole
                 raise
             except HTTPStatusError as exc:
@@ -212,9 +239,16 @@ class SyncEngine:
             report.outcome = "failed"
             if run_id is not None:
                 with db.session() as s:
-                    catalog.finish_run(s, run_id, outcome="failed", counts=report.counts(),
-                                       bytes_fetched=0, failures=[], snapshot_id=None,
-                                       error=str(exc))
+                    catalog.finish_run(
+                        s,
+                        run_id,
+                        outcome="failed",
+                        counts=report.counts(),
+                        bytes_fetched=0,
+                        failures=[],
+                        snapshot_id=None,
+                        error=str(exc),
+                    )
             raise
         with db.session() as s:
             local = catalog.local_state(s, self.settings.ngc.kinds)
@@ -230,10 +264,16 @@ class SyncEngine:
         except BaseException as exc:
             if run_id is not None and not isinstance(exc, KeyboardInterrupt):
                 with db.session() as s:
-                    catalog.finish_run(s, run_id, outcome="failed", counts=report.counts(),
-                                       bytes_fetched=report.bytes_fetched,
-                                       failures=report.failures, snapshot_id=None,
-                                       error=str(exc))
+                    catalog.finish_run(
+                        s,
+                        run_id,
+                        outcome="failed",
+                        counts=report.counts(),
+                        bytes_fetched=report.bytes_fetched,
+                        failures=report.failures,
+                        snapshot_id=None,
+                        error=str(exc),
+                    )
             raise
         report.requests = self.http.requests_made
         if dry:
@@ -241,9 +281,13 @@ class SyncEngine:
         assert snapshot_id is not None and run_id is not None
         # nothing refreshed and every failure was upstream refusing: that is "unreachable"
         # (exit 3), not a partial run
-        total_fail = (report.refreshed == 0 and bool(self.errors)
-                      and all(type(e) is not IntegrityError and isinstance(e, UpstreamError)
-                              for e in self.errors))
+        total_fail = (
+            report.refreshed == 0
+            and bool(self.errors)
+            and all(
+                type(e) is not IntegrityError and isinstance(e, UpstreamError) for e in self.errors
+            )
+        )
         report.outcome = "failed" if total_fail else ("partial" if report.failures else "ok")
         with db.session() as s:
             if report.outcome != "failed":
@@ -252,9 +296,15 @@ class SyncEngine:
             else:
                 catalog.drop_snapshot_if_unused(s, snapshot_id)
                 report.snapshot_id = None
-            catalog.finish_run(s, run_id, outcome=report.outcome, counts=report.counts(),
-                               bytes_fetched=report.bytes_fetched, failures=report.failures,
-                               snapshot_id=report.snapshot_id)
+            catalog.finish_run(
+                s,
+                run_id,
+                outcome=report.outcome,
+                counts=report.counts(),
+                bytes_fetched=report.bytes_fetched,
+                failures=report.failures,
+                snapshot_id=report.snapshot_id,
+            )
         if total_fail:
             raise self.errors[0]
         return report
@@ -265,8 +315,9 @@ class SyncEngine:
         report.new, report.changed = len(plan.new), len(plan.changed)
         report.incomplete, report.removed = len(plan.incomplete), len(plan.removed)
 
-    def _execute(self, db: Database, plan: SyncPlan, report: SyncReport,
-                 snapshot_id: int | None) -> None:
+    def _execute(
+        self, db: Database, plan: SyncPlan, report: SyncReport, snapshot_id: int | None
+    ) -> None:
         workers = self.settings.http.concurrency
         with ThreadPoolExecutor(workers, thread_name_prefix="meta") as pool:
             futures = {pool.submit(self.fetch_metadata, item): item for item in plan.refresh}
@@ -283,8 +334,9 @@ class SyncEngine:
         assert snapshot_id is not None
         self._download_and_commit(db, remotes, tasks, per_entry, report, snapshot_id)
 
-    def _file_tasks(self, remotes: list[RemoteEntry], report: SyncReport
-                    ) -> tuple[dict[str, FileTask], dict[str, set[str]]]:
+    def _file_tasks(
+        self, remotes: list[RemoteEntry], report: SyncReport
+    ) -> tuple[dict[str, FileTask], dict[str, set[str]]]:
         """Deduplicate selected files by digest; count what is present and what to fetch."""
         tasks: dict[str, FileTask] = {}
         per_entry: dict[str, set[str]] = {}
@@ -309,8 +361,13 @@ class SyncEngine:
         return tasks, per_entry
 
     def _download_and_commit(
-        self, db: Database, remotes: list[RemoteEntry], tasks: dict[str, FileTask],
-        per_entry: dict[str, set[str]], report: SyncReport, snapshot_id: int,
+        self,
+        db: Database,
+        remotes: list[RemoteEntry],
+        tasks: dict[str, FileTask],
+        per_entry: dict[str, set[str]],
+        report: SyncReport,
+        snapshot_id: int,
     ) -> None:
         by_path = {r.listed.path: r for r in remotes}
         stored: dict[str, dict[str, str]] = {p: {} for p in by_path}
@@ -323,8 +380,9 @@ class SyncEngine:
             with db.session() as s:
                 for digest in set(stored[path].values()):
                     catalog.record_blob(s, digest, self.store.size(digest))
-                catalog.upsert_entry(s, remote, snapshot_id, stored[path],
-                                     stamp=remote.listed.stamp if ok else None)
+                catalog.upsert_entry(
+                    s, remote, snapshot_id, stored[path], stamp=remote.listed.stamp if ok else None
+                )
             if ok:
                 report.refreshed += 1
 
@@ -333,23 +391,34 @@ class SyncEngine:
                 commit(path)
         self.progress.start(report.bytes_to_fetch, report.files_to_fetch)
         try:
-            with ThreadPoolExecutor(self.settings.http.concurrency,
-                                    thread_name_prefix="fetch") as pool:
+            with ThreadPoolExecutor(
+                self.settings.http.concurrency, thread_name_prefix="fetch"
+            ) as pool:
                 running: dict[Future[tuple[str, int, int]], str] = {
-                    pool.submit(self._download, t): k for k, t in tasks.items()}
+                    pool.submit(self._download, t): k for k, t in tasks.items()
+                }
                 while running:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in done:
                         key = running.pop(fut)
-                        self._finish_task(db, tasks[key], key, fut, stored, failed, per_entry,
-                                          report, commit)
+                        self._finish_task(
+                            db, tasks[key], key, fut, stored, failed, per_entry, report, commit
+                        )
         finally:
             self.progress.close()
 
-    def _finish_task(self, db: Database, task: FileTask, key: str,
-                     fut: Future[tuple[str, int, int]], stored: dict[str, dict[str, str]],
-                     failed: set[str], per_entry: dict[str, set[str]], report: SyncReport,
-                     commit: Callable[[str], None]) -> None:
+    def _finish_task(
+        self,
+        db: Database,
+        task: FileTask,
+        key: str,
+        fut: Future[tuple[str, int, int]],
+        stored: dict[str, dict[str, str]],
+        failed: set[str],
+        per_entry: dict[str, set[str]],
+        report: SyncReport,
+        commit: Callable[[str], None],
+    ) -> None:
         try:
             digest, size, received = fut.result()
         except MirrorError as exc:
@@ -357,7 +426,8 @@ class SyncEngine:
             for path, _ in task.users:
                 failed.add(path)
             report.failures.append(
-                f"{task.entry.kind} {task.entry.path}:{task.version}/{task.file.path}: {exc}")
+                f"{task.entry.kind} {task.entry.path}:{task.version}/{task.file.path}: {exc}"
+            )
         else:
             report.files_fetched += 1
             report.bytes_fetched += received
@@ -382,8 +452,9 @@ class SyncEngine:
                     stored[vpath] = f.digest
 
 
-def run_sync(settings: Settings, *, dry_run: bool = False,
-             progress: Progress | None = None) -> SyncReport:
+def run_sync(
+    settings: Settings, *, dry_run: bool = False, progress: Progress | None = None
+) -> SyncReport:
     """Run one sync (or plan it with dry_run) and return the report.
 
     Raises PartialRunError-worthy information in the report (failures) rather than raising;

@@ -6,6 +6,7 @@ is not on disk), orphan (on disk, named by nothing: harmless, `mirror gc` remove
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +30,25 @@ class VerifyReport:
         return not self.corrupt and not self.missing
 
     def as_dict(self) -> dict[str, Any]:
-        return {"clean": self.clean, "checked": self.checked, "bytes_checked": self.bytes_checked,
-                "corrupt": self.corrupt, "missing": self.missing, "orphans": self.orphans,
-                "repaired": self.repaired}
+        return {
+            "clean": self.clean,
+            "checked": self.checked,
+            "bytes_checked": self.bytes_checked,
+            "corrupt": self.corrupt,
+            "missing": self.missing,
+            "orphans": self.orphans,
+            "repaired": self.repaired,
+        }
 
 
-def verify_store(store: BlobStore, db: Database, *, sample: int | None = None,
-                 repair: bool = False, rng: random.Random | None = None) -> VerifyReport:
+def verify_store(
+    store: BlobStore,
+    db: Database,
+    *,
+    sample: int | None = None,
+    repair: bool = False,
+    rng: random.Random | None = None,
+) -> VerifyReport:
     """Check every blob (or a random `sample` of them) against its digest.
 
     With `repair`, corrupt and missing blobs are forgotten by the catalog (rows first) and
@@ -62,10 +75,8 @@ def verify_store(store: BlobStore, db: Database, *, sample: int | None = None,
         except OSError:
             ok = False
         report.checked += 1
-        try:
+        with contextlib.suppress(OSError):
             report.bytes_checked += store.size(digest)
-        except OSError:
-            pass
         if ok:
             good.append(digest)
         else:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-
-import subprocess
 
 import pytest
 
@@ -28,17 +27,26 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "mirror"
 
 
-def make_settings(home: Path, api_url: str, *, select: tuple[Selection, ...] | None = None,
-                  api_key: str | None = None, concurrency: int = 4, retries: int = 3,
-                  **ngc: object) -> Settings:
+def make_settings(
+    home: Path,
+    api_url: str,
+    *,
+    select: tuple[Selection, ...] | None = None,
+    api_key: str | None = None,
+    concurrency: int = 4,
+    retries: int = 3,
+    **ngc: object,
+) -> Settings:
     from mirror.config import Secret
 
     return Settings(
         home=home,
-        ngc=NgcSettings(api_url=api_url, auth_url=api_url,
-                        api_key=Secret(api_key) if api_key else None, **ngc),  # type: ignore[arg-type]
-        http=HttpSettings(retries=retries, backoff=0.01, max_backoff=0.05,
-                          concurrency=concurrency, timeout=10.0),
+        ngc=NgcSettings(
+            api_url=api_url, auth_url=api_url, api_key=Secret(api_key) if api_key else None, **ngc
+        ),  # type: ignore[arg-type]
+        http=HttpSettings(
+            retries=retries, backoff=0.01, max_backoff=0.05, concurrency=concurrency, timeout=10.0
+        ),
         select=(Selection(pattern="*", latest=1),) if select is None else select,
     )
 
@@ -66,12 +74,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli_env(home: Path, api_url: str, **extra: str) -> dict[str, str]:
     """Environment for a `mirror` subprocess pointed at a fake server."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MIRROR_", "NGC_")) and not k.lower().endswith("_proxy")}
-    env.update({"MIRROR_HOME": str(home), "MIRROR_NGC_API_URL": api_url,
-                "MIRROR_NGC_AUTH_URL": api_url, "MIRROR_HTTP_BACKOFF": "0.01",
-                "MIRROR_HTTP_MAX_BACKOFF": "0.05", "MIRROR_HTTP_RETRIES": "2",
-                "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MIRROR_", "NGC_")) and not k.lower().endswith("_proxy")
+    }
+    env.update(
+        {
+            "MIRROR_HOME": str(home),
+            "MIRROR_NGC_API_URL": api_url,
+            "MIRROR_NGC_AUTH_URL": api_url,
+            "MIRROR_HTTP_BACKOFF": "0.01",
+            "MIRROR_HTTP_MAX_BACKOFF": "0.05",
+            "MIRROR_HTTP_RETRIES": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -87,9 +105,11 @@ def mirror_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "mirror", *args]
 
 
-def run_mirror(args: list[str], env: dict[str, str], timeout: float = 120
-               ) -> "subprocess.CompletedProcess[str]":
+def run_mirror(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     import subprocess
 
-    return subprocess.run(mirror_cmd(*args), env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        mirror_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )

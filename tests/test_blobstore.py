@@ -83,8 +83,17 @@ def test_stale_partial_with_wrong_bytes_fails_then_is_gone(store: BlobStore) -> 
     assert store.partial_size(d) == 0 and not store.has(d)
 
 
-@pytest.mark.parametrize("bad", ["sha256:ABC", "md5:" + "0" * 32, "sha256:" + "g" * 64,
-                                 "sha256:../../etc/passwd", "sha256:" + "0" * 63, ""])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sha256:ABC",
+        "md5:" + "0" * 32,
+        "sha256:" + "g" * 64,
+        "sha256:../../etc/passwd",
+        "sha256:" + "0" * 63,
+        "",
+    ],
+)
 def test_bad_digests_never_reach_the_filesystem(bad: str) -> None:
     with pytest.raises(DigestError):
         validate_digest(bad)
@@ -92,8 +101,9 @@ def test_bad_digests_never_reach_the_filesystem(bad: str) -> None:
         MirrorPaths(Path("/x")).blob(bad)
 
 
-@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a/../../b", "a//b", "C:/x", "a\\b",
-                                 "a/./b", "", "x\x00y"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "/etc/passwd", "a/../../b", "a//b", "C:/x", "a\\b", "a/./b", "", "x\x00y"]
+)
 def test_unsafe_relative_paths_refused(bad: str) -> None:
     from mirror.errors import UsageError
 
@@ -101,8 +111,13 @@ def test_unsafe_relative_paths_refused(bad: str) -> None:
         safe_relpath(bad)
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
-                        max_size=12), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_safe_relpath_never_escapes(parts: list[str]) -> None:
     path = "/".join(parts)
     try:
@@ -129,6 +144,6 @@ def test_any_interrupted_write_resumes_to_the_same_blob(data: bytes, cuts: list[
                 w.write(data[pos:cut]) if cut > pos else None
                 pos = max(pos, cut)
         with store.writer(d, len(data)) as w:
-            w.write(data[w.offset:])
+            w.write(data[w.offset :])
             w.commit()
         assert store.verify(d) and store.paths.blob(d).read_bytes() == data

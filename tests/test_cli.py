@@ -61,8 +61,9 @@ def test_db_upgrade_creates_the_schema(home: Path) -> None:
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:
-    proc = run_mirror(["demo", "--dir", str(tmp_path / "d")], cli_env(tmp_path, "http://127.0.0.1:9"),
-                      timeout=300)
+    proc = run_mirror(
+        ["demo", "--dir", str(tmp_path / "d")], cli_env(tmp_path, "http://127.0.0.1:9"), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "second sync: " in proc.stdout and "0 files fetched" in proc.stdout
     assert "clean" in proc.stdout

@@ -79,8 +79,10 @@ def test_select_validation(tmp_path: Path) -> None:
     assert load_settings(cfg, {}).select[0].latest is None  # 0 = all versions
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("4GiB", 4 * 2**30), ("256MiB", 256 * 2**20), ("10GB", 10**10), (1024, 1024), ("7", 7)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("4GiB", 4 * 2**30), ("256MiB", 256 * 2**20), ("10GB", 10**10), (1024, 1024), ("7", 7)],
+)
 def test_parse_size(text: object, expected: int) -> None:
     assert parse_size(text) == expected
 

@@ -17,8 +17,11 @@ from mirror.paths import MirrorPaths
 
 
 def client(handler, sleeps: list[float], retries: int = 3) -> HttpClient:  # type: ignore[no-untyped-def]
-    return HttpClient(HttpSettings(retries=retries, backoff=0.01, max_backoff=5.0),
-                      transport=httpx.MockTransport(handler), sleep=sleeps.append)
+    return HttpClient(
+        HttpSettings(retries=retries, backoff=0.01, max_backoff=5.0),
+        transport=httpx.MockTransport(handler),
+        sleep=sleeps.append,
+    )
 
 
 def test_httpcore_read_size_pin_still_applies() -> None:
@@ -92,8 +95,14 @@ def test_401_triggers_one_reauth() -> None:
         return True
 
     c = client(handler, [])
-    assert c.get_json("http://127.0.0.1/x", headers=lambda: {"Authorization": f"Bearer {tokens[0]}"},
-                      on_unauthorized=refresh) == {}
+    assert (
+        c.get_json(
+            "http://127.0.0.1/x",
+            headers=lambda: {"Authorization": f"Bearer {tokens[0]}"},
+            on_unauthorized=refresh,
+        )
+        == {}
+    )
 
 
 def test_retry_after_http_date() -> None:
@@ -110,13 +119,18 @@ def test_download_resumes_with_range_after_a_broken_body(tmp_path: Path) -> None
         rng = req.headers.get("range")
         ranges.append(rng)
         if rng is None:
+
             def broken():  # type: ignore[no-untyped-def]
                 yield data[:300_000]
                 raise httpx.ReadError("connection reset")
+
             return httpx.Response(200, headers={"Content-Length": str(len(data))}, content=broken())
         start = int(rng.split("=")[1].rstrip("-"))
-        return httpx.Response(206, headers={"Content-Range": f"bytes {start}-{len(data)-1}/{len(data)}"},
-                              content=iter([data[start:]]))
+        return httpx.Response(
+            206,
+            headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+            content=iter([data[start:]]),
+        )
 
     store = BlobStore(MirrorPaths(tmp_path))
     store.init_layout()

@@ -23,11 +23,13 @@ def test_api_key_used_but_never_leaked(home: Path, tmp_path: Path) -> None:
         # key mode was really used: token exchange, then key-mode paths with a bearer token
         assert fake.count(r"^/token") >= 1
         keyed = [r for r in fake.requests if r.path.startswith("/v2/org/")]
-        assert keyed and all(r.headers.get("authorization", "").startswith("Bearer ")
-                             for r in keyed)
+        assert keyed and all(
+            r.headers.get("authorization", "").startswith("Bearer ") for r in keyed
+        )
         # and never sent to presigned download URLs
-        assert all("authorization" not in r.headers for r in fake.requests
-                   if r.path.startswith("/_dl/"))
+        assert all(
+            "authorization" not in r.headers for r in fake.requests if r.path.startswith("/_dl/")
+        )
         fake.add_fault(Fault(r"^/v2/search/", status=500, times=None))
         failed = run_mirror(["--config", str(cfg), "-vv", "sync"], env)
         assert failed.returncode == 3

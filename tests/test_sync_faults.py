@@ -31,8 +31,7 @@ def test_wrong_sha256_rejects_that_file_and_the_rest_completes(home: Path, tmp_p
     blobs = {p.name for p in (home / "blobs" / "sha256").iterdir()}
     assert bad_file.sha256_hex not in blobs  # nothing stored for it under any name
     assert list((home / "tmp").iterdir()) == []  # and no partial kept
-    others = [f for e in cat.of_kind("model") if e is not bad_entry
-              for f in e.versions[0].files]
+    others = [f for e in cat.of_kind("model") if e is not bad_entry for f in e.versions[0].files]
     assert {f.sha256_hex for f in others} <= blobs
     db = Database(open_catalog_db(home / "mirror.db"))
     with db.session() as s:
@@ -88,8 +87,9 @@ def test_malformed_entry_fails_alone(home: Path) -> None:
     cat = seed_catalog(limit=4, include_resources=False)
     victim = cat.of_kind("model")[1]
     with FakeNGC(cat) as fake:
-        fake.add_fault(Fault(rf"/versions.*{victim.name}|{victim.name}/versions", body=b"[1,2",
-                             times=None))
+        fake.add_fault(
+            Fault(rf"/versions.*{victim.name}|{victim.name}/versions", body=b"[1,2", times=None)
+        )
         report = run_sync(make_settings(home, fake.url))
         assert report.outcome == "partial"
         assert len(report.failures) == 1 and victim.name in report.failures[0]

@@ -49,9 +49,12 @@ def test_one_changed_entry_is_refetched_alone(home: Path) -> None:
         s = make_settings(home, fake.url)
         run_sync(s)
         target = cat.of_kind("model")[3]
-        new = FakeVersion("9.0", created="2030-01-01T00:00:00.000Z",
-                          updated="2030-01-01T00:00:00.000Z",
-                          files=[FakeFile("weights.bin", content=b"new weights " * 100)])
+        new = FakeVersion(
+            "9.0",
+            created="2030-01-01T00:00:00.000Z",
+            updated="2030-01-01T00:00:00.000Z",
+            files=[FakeFile("weights.bin", content=b"new weights " * 100)],
+        )
         cat.add_version(target, new)
         fake.clear_requests()
         report = run_sync(s)
@@ -63,8 +66,9 @@ def test_one_changed_entry_is_refetched_alone(home: Path) -> None:
         with db.session() as sess:
             e = sess.scalar(select(Entry).where(Entry.path == target.resource_id))
             assert e is not None and e.latest_version == "9.0"
-            f = sess.scalar(select(File).join(Version).where(Version.entry_id == e.id,
-                                                             Version.version == "9.0"))
+            f = sess.scalar(
+                select(File).join(Version).where(Version.entry_id == e.id, Version.version == "9.0")
+            )
             assert f is not None and f.blob_digest == "sha256:" + new.files[0].sha256_hex
 
 
@@ -85,14 +89,16 @@ def test_removed_entries_and_versions_are_marked_not_deleted(home: Path) -> None
 def test_selection_latest_and_kinds(home: Path) -> None:
     cat = seed_catalog(limit=4, versions_per_entry=3, include_resources=True)
     with FakeNGC(cat) as fake:
-        s = make_settings(home, fake.url,
-                          select=(Selection(pattern="nvidia/*", kinds=("model",), latest=2),))
+        s = make_settings(
+            home, fake.url, select=(Selection(pattern="nvidia/*", kinds=("model",), latest=2),)
+        )
         report = run_sync(s)
         models = [e for e in cat.of_kind("model") if e.team is None]
         assert report.versions_selected == len(models) * 2
         with db_of(home).session() as sess:
-            stored = sess.scalars(select(Entry.path).join(Version).join(File)
-                                  .where(File.blob_digest.is_not(None))).all()
+            stored = sess.scalars(
+                select(Entry.path).join(Version).join(File).where(File.blob_digest.is_not(None))
+            ).all()
             assert set(stored) == {e.resource_id for e in models}
 
 

@@ -30,15 +30,28 @@ def _partials(home: Path) -> list[Path]:
 def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_path: Path) -> None:
     cat = seed_catalog(limit=4, include_resources=False)
     big = FakeFile("weights/big.bin", content=os.urandom(BIG))
-    cat.add(FakeEntry(kind="model", org="nvidia", team=None, name="bigmodel",
-                      display_name="Big Model", updated="2024-01-01T00:00:00.000Z",
-                      versions=[FakeVersion("1.0", files=[big])]))
+    cat.add(
+        FakeEntry(
+            kind="model",
+            org="nvidia",
+            team=None,
+            name="bigmodel",
+            display_name="Big Model",
+            updated="2024-01-01T00:00:00.000Z",
+            versions=[FakeVersion("1.0", files=[big])],
+        )
+    )
     cfg = write_config(tmp_path / "m.toml")
     with FakeNGC(cat) as fake:
         fake.add_fault(Fault(r"^/_dl/.*big\.bin", throttle_bps=1_000_000, times=None))
         env = cli_env(home, fake.url)
-        proc = subprocess.Popen(mirror_cmd("--config", str(cfg), "sync"), env=env, cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            mirror_cmd("--config", str(cfg), "sync"),
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             _wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in _partials(home)))
             os.kill(proc.pid, signal.SIGKILL)
@@ -75,8 +88,13 @@ def test_second_concurrent_sync_exits_5_naming_the_holder(home: Path, tmp_path: 
     with FakeNGC(cat) as fake:
         fake.add_fault(Fault(r"^/_dl/", throttle_bps=200_000, times=None))
         env = cli_env(home, fake.url)
-        first = subprocess.Popen(mirror_cmd("--config", str(cfg), "sync"), env=env, cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = subprocess.Popen(
+            mirror_cmd("--config", str(cfg), "sync"),
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             _wait_for(lambda: fake.count(r"^/_dl/") > 0)
             second = run_mirror(["--config", str(cfg), "sync"], env)

@@ -34,9 +34,23 @@ KIND_SHAPES = {
     "model": ("MODEL", "models", "model", "modelVersions", "modelVersion", "modelFiles"),
     "resource": ("RECIPE", "resources", "recipe", "recipeVersions", "recipeVersion", "recipeFiles"),
 }
-SEARCH_FIELDS = ["attributes", "createdBy", "dateCreated", "dateModified", "description",
-                 "displayName", "guestAccess", "isPublic", "labels", "latestVersionId", "name",
-                 "orgName", "sharedWithOrgs", "sharedWithTeams", "teamName"]
+SEARCH_FIELDS = [
+    "attributes",
+    "createdBy",
+    "dateCreated",
+    "dateModified",
+    "description",
+    "displayName",
+    "guestAccess",
+    "isPublic",
+    "labels",
+    "latestVersionId",
+    "name",
+    "orgName",
+    "sharedWithOrgs",
+    "sharedWithTeams",
+    "teamName",
+]
 LIST_PAGE_SIZE = 1000
 
 
@@ -53,8 +67,9 @@ def sha256_b64_to_hex(value: str, url: str) -> str:
 
 def _obj(value: Any, what: str, url: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ProtocolError(f"expected a JSON object for {what}, got {type(value).__name__}",
-                            url=url)
+        raise ProtocolError(
+            f"expected a JSON object for {what}, got {type(value).__name__}", url=url
+        )
     return value
 
 
@@ -62,8 +77,7 @@ def _list(value: Any, what: str, url: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ProtocolError(f"expected a JSON list for {what}, got {type(value).__name__}",
-                            url=url)
+        raise ProtocolError(f"expected a JSON list for {what}, got {type(value).__name__}", url=url)
     return value
 
 
@@ -130,9 +144,10 @@ class NgcAuth:
             except HTTPStatusError as exc:
                 if exc.status == 401:
                     raise UpstreamError(
-                        "the NGC token service rejected the API key", url=url,
+                        "the NGC token service rejected the API key",
+                        url=url,
                         hint="check NGC_API_KEY (or [ngc] api_key); keys are created in the "
-                             "NGC web UI under Setup > API Key",
+                        "NGC web UI under Setup > API Key",
                     ) from None
                 raise
             doc = _obj(body, "token response", url)
@@ -209,10 +224,15 @@ class NgcSource:
     def _search_pages(self, base: str, stype: str, pattern: str) -> Iterator[ListedEntry]:
         page = 0
         while True:
-            q = {"fields": SEARCH_FIELDS, "filters": [],
-                 "orderBy": [{"field": "score", "value": "ASC"}], "page": page,
-                 "pageSize": self.settings.search_page_size, "query": f"resourceId:{pattern}",
-                 "queryFields": ["name", "displayName", "description", "all"]}
+            q = {
+                "fields": SEARCH_FIELDS,
+                "filters": [],
+                "orderBy": [{"field": "score", "value": "ASC"}],
+                "page": page,
+                "pageSize": self.settings.search_page_size,
+                "query": f"resourceId:{pattern}",
+                "queryFields": ["name", "displayName", "description", "all"],
+            }
             url = f"{self.base}{base}?{urlencode({'q': json.dumps(q, sort_keys=True)})}"
             body = _obj(self._get(url), "search page", url)
             for group in _list(body.get("results"), "results", url):
@@ -252,14 +272,20 @@ class NgcSource:
                 labels.extend(str(v) for v in _list(lab.get("values"), "label values", url))
         kind = "model" if stype == "MODEL" else "resource"
         return ListedEntry(
-            kind=kind, org=org, team=team, name=name,
+            kind=kind,
+            org=org,
+            team=team,
+            name=name,
             display_name=_str(res.get("displayName")) or name,
             description=_str(res.get("description")) or "",
-            created=_str(res.get("dateCreated")), updated=_str(res.get("dateModified")),
+            created=_str(res.get("dateCreated")),
+            updated=_str(res.get("dateModified")),
             latest_version=attrs.get("latestVersionIdStr") or None,
             latest_size=_int(attrs.get("latestVersionSizeInBytes")),
-            framework=attrs.get("framework") or None, precision=attrs.get("precision") or None,
-            application=attrs.get("application") or None, labels=tuple(labels),
+            framework=attrs.get("framework") or None,
+            precision=attrs.get("precision") or None,
+            application=attrs.get("application") or None,
+            labels=tuple(labels),
         )
 
     # -- one entry -------------------------------------------------------------------------
@@ -295,18 +321,25 @@ class NgcSource:
             vid = v.get("versionId") or v.get("id")
             if vid is None:
                 raise ProtocolError("version without versionId", url=f"{self.base}{base}")
-            out.append(RemoteVersion(
-                version=str(vid), status=_str(v.get("status")) or "",
-                size=_int(v.get("totalSizeInBytes")), file_count=_int(v.get("totalFileCount")),
-                created=_str(v.get("createdDate")), updated=_str(v.get("updatedDate")),
-                description=_str(v.get("description")) or "",
-            ))
+            out.append(
+                RemoteVersion(
+                    version=str(vid),
+                    status=_str(v.get("status")) or "",
+                    size=_int(v.get("totalSizeInBytes")),
+                    file_count=_int(v.get("totalFileCount")),
+                    created=_str(v.get("createdDate")),
+                    updated=_str(v.get("updatedDate")),
+                    description=_str(v.get("description")) or "",
+                )
+            )
         return out
 
     def files(self, e: ListedEntry, version: str) -> list[RemoteFile]:
         key = KIND_SHAPES[e.kind][5]
-        base = (f"{self._entry_base(e.kind, e.org, e.team, e.name)}/versions/"
-                f"{quote(version, safe='')}/files")
+        base = (
+            f"{self._entry_base(e.kind, e.org, e.team, e.name)}/versions/"
+            f"{quote(version, safe='')}/files"
+        )
         out = []
         for f in self._pages(base, key, e):
             path = f.get("path")
@@ -330,8 +363,11 @@ class NgcSource:
         seg = KIND_SHAPES[e.kind][1]
         guest, keyed = _segs(e.org, e.team)
         n, v = quote(e.name, safe=""), quote(version, safe="")
-        path = (f"/v2/{keyed}/{seg}/{n}/{v}/files" if self.auth.keyed
-                else f"/v2/{seg}/{keyed}/{n}/{v}/files")
+        path = (
+            f"/v2/{keyed}/{seg}/{n}/{v}/files"
+            if self.auth.keyed
+            else f"/v2/{seg}/{keyed}/{n}/{v}/files"
+        )
         out: dict[str, str] = {}
         page = 0
         while True:
