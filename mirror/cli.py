@@ -20,6 +20,7 @@ import click
 import typer
 
 from mirror.errors import MirrorError, PartialRunError
+from mirror.render import human_bytes
 
 app = typer.Typer(
     name="mirror",
@@ -30,6 +31,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Catalog database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+index_app = typer.Typer(help="Search index maintenance.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -102,14 +105,6 @@ def _emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # -- sync -------------------------------------------------------------------------------------
 @app.command()
 def sync(
@@ -147,11 +142,11 @@ def _print_sync(r: Any) -> None:
         f"{r.incomplete} incomplete, {r.unchanged} unchanged, {r.removed} removed\n"
     )
     out(f"  versions  {r.versions_selected} selected for download\n")
-    out(f"  to fetch  {r.files_to_fetch} files, {_human_bytes(r.bytes_to_fetch)}\n")
-    out(f"  present   {r.files_present} files, {_human_bytes(r.bytes_present)}\n")
+    out(f"  to fetch  {r.files_to_fetch} files, {human_bytes(r.bytes_to_fetch)}\n")
+    out(f"  present   {r.files_present} files, {human_bytes(r.bytes_present)}\n")
     if not r.dry_run:
         out(
-            f"  fetched   {r.files_fetched} files, {_human_bytes(r.bytes_fetched)} "
+            f"  fetched   {r.files_fetched} files, {human_bytes(r.bytes_fetched)} "
             f"in {r.requests} requests\n"
         )
     for f in r.failures:
@@ -191,11 +186,11 @@ def status(
     c = doc["catalog"]
     out(
         f"  {c['entries']} entries, {c['versions']} versions, {c['files_stored']}/{c['files']} "
-        f"files stored, {c['blobs']} blobs ({_human_bytes(c['blob_bytes'])}), "
+        f"files stored, {c['blobs']} blobs ({human_bytes(c['blob_bytes'])}), "
         f"{c['snapshots']} snapshots\n"
     )
     for r in doc["runs"]:
-        fetched = _human_bytes(r["bytes_fetched"])
+        fetched = human_bytes(r["bytes_fetched"])
         out(
             f"  run {r['id']:>4}  {r['command']:<6} {r['outcome']:<11} {r['started_at']}"
             f"  {fetched:>10}  {len(r['failures'])} failed\n"
@@ -252,7 +247,7 @@ def verify(
     else:
         out = sys.stdout.write
         out(
-            f"checked {report.checked} blobs ({_human_bytes(report.bytes_checked)}): "
+            f"checked {report.checked} blobs ({human_bytes(report.bytes_checked)}): "
             f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
             f"{len(report.orphans)} orphan\n"
         )
@@ -293,7 +288,7 @@ def gc(
     else:
         verb = "would remove" if dry_run else "removed"
         sys.stdout.write(
-            f"{verb} {len(report.unreferenced)} unreferenced blobs ({_human_bytes(report.bytes)})\n"
+            f"{verb} {len(report.unreferenced)} unreferenced blobs ({human_bytes(report.bytes)})\n"
         )
     return 0
 
@@ -318,6 +313,94 @@ def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
             held.release()
         raise
     return BlobStore(paths), db, held
+
+
+# -- search / show ----------------------------------------------------------------------------
+@app.command()
+def search(
+    query: Annotated[list[str], typer.Argument(help="Words; Whoosh syntax (AND, OR, NOT, field:value, \"phrases\").")],
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="List every member of each group.")] = False,
+    kind: Annotated[str | None, typer.Option("--kind", help="model, resource, image or chart.")] = None,
+    framework: Annotated[str | None, typer.Option("--framework", help="e.g. PyTorch.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="e.g. FP16.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most N groups.", min=1)] = 20,
+    as_json: JsonOpt = False,
+) -> int:
+    """Search the mirrored catalog offline; repeated entries collapse into one hit."""
+    from mirror.searching import run_search
+
+    doc = run_search(_home(), " ".join(query), kind=kind, framework=framework,
+                     precision=precision, limit=limit)
+    if as_json:
+        _emit_json(doc)
+    else:
+        from mirror.render import search_text
+
+        sys.stdout.write(search_text(doc, show_all=show_all))
+    return 0
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="org/[team/]name[:version]")],
+    kind: Annotated[str | None, typer.Option("--kind", help="Disambiguate by kind.")] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """One entry: versions, files with sizes and sha256, local availability, how to get it."""
+    _setup_logging()
+    from mirror.db import Database, open_catalog_db
+    from mirror.paths import MirrorPaths
+    from mirror.render import entry_text
+    from mirror.show import entry_detail
+
+    paths = MirrorPaths(_settings().home)
+    if not paths.db.exists():
+        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+    db = Database(open_catalog_db(paths.db))
+    try:
+        doc = entry_detail(db, ref, kind=kind)
+    finally:
+        db.engine.dispose()
+    if as_json:
+        _emit_json(doc)
+    else:
+        sys.stdout.write(entry_text(doc))
+    return 0
+
+
+@index_app.command("rebuild")
+def index_rebuild() -> int:
+    """Rebuild the search index from the catalog (atomic swap; searches keep working)."""
+    _setup_logging()
+    from mirror.db import Database, open_catalog_db
+    from mirror.fsutil import MirrorLock
+    from mirror.indexing import rebuild_index
+    from mirror.paths import MirrorPaths
+
+    paths = MirrorPaths(_settings().home)
+    if not paths.db.exists():
+        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+    with MirrorLock(paths.lock, "index rebuild"):
+        db = Database(open_catalog_db(paths.db))
+        try:
+            report = rebuild_index(paths, db)
+        finally:
+            db.engine.dispose()
+    sys.stdout.write(f"search index rebuilt: {report.written} entries\n")
+    return 0
+
+
+def _home() -> Path:
+    """The mirror root without loading the full settings machinery (search start-up time)."""
+    if STATE.home is not None:
+        return STATE.home
+    import os
+
+    if os.environ.get("MIRROR_HOME") or STATE.config is None and not os.environ.get("MIRROR_CONFIG"):
+        from mirror.paths import default_home
+
+        return default_home(os.environ)
+    return Path(_settings().home)
 
 
 # -- db ---------------------------------------------------------------------------------------

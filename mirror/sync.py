@@ -73,6 +73,7 @@ class SyncReport:
     bytes_fetched: int = 0
     requests: int = 0
     failures: list[str] = field(default_factory=list)
+    index_error: str | None = None
 
     def counts(self) -> dict[str, int]:
         keys = (
@@ -102,6 +103,7 @@ class SyncReport:
             "outcome": self.outcome,
             **self.counts(),
             "failures": list(self.failures),
+            "index_error": self.index_error,
         }
 
 
@@ -307,7 +309,19 @@ class SyncEngine:
             )
         if total_fail:
             raise self.errors[0]
+        self._update_index(db, plan, report)
         return report
+
+    def _update_index(self, db: Database, plan: SyncPlan, report: SyncReport) -> None:
+        """Re-index what this run touched; a broken index never fails the sync itself."""
+        from mirror.indexing import refresh_index
+
+        try:
+            refresh_index(self.paths, db, [(e.kind, e.path) for e in plan.refresh],
+                          plan.removed)
+        except Exception as exc:  # the catalog is already committed; search can rebuild
+            log.error("search index update failed (%s); run `mirror index rebuild`", exc)
+            report.index_error = str(exc)
 
     @staticmethod
     def _fill_plan_counts(report: SyncReport, plan: SyncPlan) -> None:

@@ -1,0 +1,270 @@
+"""Search with collapsed duplicates: parse, match, group by family, suggest.
+
+Whoosh's own `collapse=` with a `limit` returns too few groups (collapsed-out documents still
+take places in the top N; reference/performance.md), so grouping is done here:
+
+1. fetch the top K documents (K grows until enough groups are certain);
+2. group them by family key; a group is *certain* when its best score is above the K-th
+   score, or when the result set is exhausted — any group not seen yet scores no higher;
+3. take the first `limit` certain groups (ordered by best score, then family key), then fetch
+   *all* matching members of just those families.
+
+So a limited answer is always a prefix of the unlimited one, and every member of a returned
+group is listed (nothing is hidden).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whoosh import index as windex
+from whoosh import query as wq
+from whoosh.qparser import AndGroup, MultifieldParser
+from whoosh.searching import Searcher
+
+from index.schema import SEARCH_FIELDS
+from index.writer import current_dir
+
+FIELD_ALIASES = {"kind", "family", *SEARCH_FIELDS}
+VARIANT_ORDER = ("framework", "precision", "seqlen", "gpu", "optimizer", "version")
+
+
+class QuerySyntaxError(ValueError):
+    """The query cannot be parsed; the message says where and how to fix it."""
+
+
+class IndexMissing(FileNotFoundError):
+    """No usable index (missing or another format): rebuild it from the catalog."""
+
+
+@dataclass
+class Member:
+    path: str
+    kind: str
+    display_name: str
+    score: float
+    doc: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.doc.items() if k not in ("family",)}
+        d["score"] = round(self.score, 4)
+        return d
+
+
+@dataclass
+class Group:
+    family: str
+    kind: str
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def best_score(self) -> float:
+        return max(m.score for m in self.members)
+
+    @property
+    def title(self) -> str:
+        return self.members[0].display_name
+
+    @property
+    def variants(self) -> dict[str, list[str]]:
+        merged: dict[str, list[str]] = {}
+        for m in self.members:
+            for key, values in m.doc.get("variants", {}).items():
+                bucket = merged.setdefault(key, [])
+                bucket.extend(v for v in values if v not in bucket)
+        return {k: merged[k] for k in VARIANT_ORDER if k in merged}
+
+    def summary(self) -> str:
+        """E.g. "TensorFlow, PyTorch · FP16/FP32/INT8 · T4, V100-16G"."""
+        v = self.variants
+        parts = []
+        for key in VARIANT_ORDER:
+            if key not in v:
+                continue
+            joiner = "/" if key == "precision" else ", "
+            prefix = "seqLen " if key == "seqlen" else ""
+            parts.append(prefix + joiner.join(v[key]))
+        return " · ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.members[0].doc
+        return {
+            "title": self.title, "kind": self.kind, "family": self.family,
+            "variants": self.variants, "summary": self.summary(),
+            "latest_version": best.get("latest_version"),
+            "mirrored": any(m.doc.get("mirrored") for m in self.members),
+            "count": len(self.members),
+            "members": [m.as_dict() for m in self.members],
+        }
+
+
+@dataclass
+class SearchResult:
+    query: str
+    groups: list[Group]
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def total_members(self) -> int:
+        return sum(len(g.members) for g in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "groups": [g.as_dict() for g in self.groups],
+                "total_members": self.total_members, "suggestions": self.suggestions}
+
+
+def _check_syntax(text: str) -> None:
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise QuerySyntaxError(f"unmatched ')' at position {i + 1} in {text!r}")
+    if depth:
+        raise QuerySyntaxError(f"unclosed '(' in {text!r}: add ')' or quote the query")
+    if text.count('"') % 2:
+        raise QuerySyntaxError(f"unclosed '\"' in {text!r}")
+    for word in text.replace("(", " ").split():
+        if ":" in word and not word.startswith('"'):
+            fname = word.split(":", 1)[0].lstrip("+-")
+            if fname and fname not in FIELD_ALIASES and fname.isidentifier():
+                raise QuerySyntaxError(
+                    f"unknown field {fname!r} in {text!r}; fields: "
+                    + ", ".join(sorted(FIELD_ALIASES)))
+
+
+class Index:
+    """An open search index (one generation), reusable for many queries."""
+
+    def __init__(self, search_root: Path) -> None:
+        target = current_dir(search_root)
+        if target is None:
+            raise IndexMissing(str(search_root))
+        self.ix = windex.open_dir(str(target))
+        self.schema = self.ix.schema
+        self._searcher: Searcher | None = None
+
+    @property
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            self._searcher = self.ix.searcher()
+        return self._searcher
+
+    def close(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+
+    def parse(self, text: str) -> wq.Query:
+        _check_syntax(text)
+        parser = MultifieldParser(list(SEARCH_FIELDS), self.schema, group=AndGroup)
+        try:
+            return parser.parse(text)
+        except Exception as exc:  # whoosh raises a zoo of types on odd input
+            raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+
+    @staticmethod
+    def _filter(kind: str | None, framework: str | None, precision: str | None
+                ) -> wq.Query | None:
+        terms: list[wq.Query] = []
+        if kind:
+            terms.append(wq.Term("kind", kind))
+        if framework:
+            terms.append(wq.Term("f_framework", framework.lower()))
+        if precision:
+            terms.append(wq.Term("f_precision", precision.lower()))
+        return wq.And(terms) if terms else None
+
+    def _hits(self, q: wq.Query, flt: wq.Query | None, limit: int | None
+              ) -> tuple[list[tuple[float, dict[str, Any]]], bool]:
+        """(score, stored fields) best first, ties by id; and whether the set is exhausted."""
+        results = self.searcher.search(q, limit=limit, filter=flt)
+        hits = [(float(h.score or 0.0), h.fields()) for h in results]
+        hits.sort(key=lambda sh: (-sh[0], sh[1]["id"]))
+        exhausted = limit is None or results.scored_length() < limit
+        return hits, exhausted
+
+    def search(self, text: str, *, kind: str | None = None, framework: str | None = None,
+               precision: str | None = None, limit: int | None = None) -> SearchResult:
+        q = self.parse(text)
+        flt = self._filter(kind, framework, precision)
+        k = None if limit is None else max(limit * 8, 64)
+        while True:
+            hits, exhausted = self._hits(q, flt, k)
+            groups = _group(hits)
+            if exhausted:
+                chosen = groups
+            else:
+                kth = hits[-1][0]
+                chosen = [g for g in groups if g.best_score > kth]
+            if limit is None or exhausted or len(chosen) >= limit:
+                break
+            k = (k or 64) * 4
+        if limit is not None:
+            chosen = chosen[:limit]
+            if not exhausted and chosen:
+                fam = wq.Or([wq.Term("family", g.family) for g in chosen])
+                all_hits, _ = self._hits(wq.And([q, fam]), flt, None)
+                full = {g.family: g for g in _group(all_hits)}
+                chosen = [full.get(g.family, g) for g in chosen]
+        result = SearchResult(query=text, groups=chosen)
+        if not chosen:
+            result.suggestions = self.suggest(text)
+        return result
+
+    def suggest(self, text: str) -> list[str]:
+        """Did-you-mean: the query with each unknown word replaced by a close indexed word."""
+        words = [w for w in text.split() if w.isalnum()]
+        if not words:
+            return []
+        corrected, changed = [], False
+        for w in words:
+            options = self.searcher.suggest("name", w.lower(), limit=1, maxdist=2)
+            if options and options[0] != w.lower():
+                corrected.append(options[0])
+                changed = True
+            else:
+                corrected.append(w)
+        return [" ".join(corrected)] if changed else []
+
+    def members_of(self, family: str) -> list[dict[str, Any]]:
+        return [json.loads(f["doc"]) for f in self.searcher.documents(family=family)]
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        fields = self.searcher.document(id=doc_id)
+        return json.loads(fields["doc"]) if fields else None
+
+    def find_path(self, path: str) -> list[dict[str, Any]]:
+        """Entries whose path is `path` (any kind)."""
+        out = []
+        for kind in ("model", "resource", "image", "chart"):
+            doc = self.get(f"{kind}:{path}")
+            if doc:
+                out.append(doc)
+        return out
+
+
+def _group(hits: list[tuple[float, dict[str, Any]]]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for score, fields in hits:
+        doc = json.loads(fields["doc"])
+        g = groups.get(fields["family"])
+        if g is None:
+            g = groups[fields["family"]] = Group(family=fields["family"], kind=fields["kind"])
+        g.members.append(Member(path=doc["path"], kind=doc["kind"],
+                                display_name=doc["display_name"], score=score, doc=doc))
+    return sorted(groups.values(), key=lambda g: (-g.best_score, g.family))
+
+
+def search(search_root: Path, text: str, **kw: Any) -> SearchResult:
+    """Open the current index, run one query, close it."""
+    ix = Index(search_root)
+    try:
+        return ix.search(text, **kw)
+    finally:
+        ix.close()
