@@ -54,13 +54,23 @@ STOP = frozenset({"a", "an", "and", "the", "for", "with", "of", "in", "on", "to"
 
 
 def name_analyzer() -> Any:
-    return (RegexTokenizer(r"[^\W_]+") | LowercaseFilter() | SplitAlnumFilter()
-            | StopFilter(stoplist=STOP, minsize=1) | StemFilter())
+    return (
+        RegexTokenizer(r"[^\W_]+")
+        | LowercaseFilter()
+        | SplitAlnumFilter()
+        | StopFilter(stoplist=STOP, minsize=1)
+        | StemFilter()
+    )
 
 
 def prose_analyzer() -> Any:
-    return (RegexTokenizer(r"[^\W_]+") | LowercaseFilter() | SplitAlnumFilter()
-            | StopFilter(minsize=1) | StemFilter())
+    return (
+        RegexTokenizer(r"[^\W_]+")
+        | LowercaseFilter()
+        | SplitAlnumFilter()
+        | StopFilter(minsize=1)
+        | StemFilter()
+    )
 
 
 def build_schema() -> Schema:
@@ -84,8 +94,16 @@ def build_schema() -> Schema:
     )
 
 
-SEARCH_FIELDS = ("name", "path", "description", "labels", "framework", "precision",
-                 "application", "versions")
+SEARCH_FIELDS = (
+    "name",
+    "path",
+    "description",
+    "labels",
+    "framework",
+    "precision",
+    "application",
+    "versions",
+)
 
 
 @dataclass
@@ -118,13 +136,19 @@ class IndexDoc:
         frameworks = [*v.get("framework", []), *([self.framework] if self.framework else [])]
         precisions = [*v.get("precision", []), *([self.precision] if self.precision else [])]
         return {
-            "id": self.id, "kind": self.kind, "family": self.family,
+            "id": self.id,
+            "kind": self.kind,
+            "family": self.family,
             "name": f"{self.display_name} {self.name}",
-            "path": self.path, "description": self.description,
-            "labels": " ".join(self.labels), "framework": " ".join(frameworks),
-            "precision": " ".join(precisions), "application": self.application or "",
+            "path": self.path,
+            "description": self.description,
+            "labels": " ".join(self.labels),
+            "framework": " ".join(frameworks),
+            "precision": " ".join(precisions),
+            "application": self.application or "",
             "versions": " ".join(self.versions[:50]),
-            "f_framework": ",".join(frameworks), "f_precision": ",".join(precisions),
+            "f_framework": ",".join(frameworks),
+            "f_precision": ",".join(precisions),
             "doc": json.dumps(self.stored(), separators=(",", ":")),
         }
 

@@ -92,8 +92,11 @@ class Group:
     def as_dict(self) -> dict[str, Any]:
         best = self.members[0].doc
         return {
-            "title": self.title, "kind": self.kind, "family": self.family,
-            "variants": self.variants, "summary": self.summary(),
+            "title": self.title,
+            "kind": self.kind,
+            "family": self.family,
+            "variants": self.variants,
+            "summary": self.summary(),
             "latest_version": best.get("latest_version"),
             "mirrored": any(m.doc.get("mirrored") for m in self.members),
             "count": len(self.members),
@@ -112,8 +115,12 @@ class SearchResult:
         return sum(len(g.members) for g in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "groups": [g.as_dict() for g in self.groups],
-                "total_members": self.total_members, "suggestions": self.suggestions}
+        return {
+            "query": self.query,
+            "groups": [g.as_dict() for g in self.groups],
+            "total_members": self.total_members,
+            "suggestions": self.suggestions,
+        }
 
 
 def _check_syntax(text: str) -> None:
@@ -135,7 +142,8 @@ def _check_syntax(text: str) -> None:
             if fname and fname not in FIELD_ALIASES and fname.isidentifier():
                 raise QuerySyntaxError(
                     f"unknown field {fname!r} in {text!r}; fields: "
-                    + ", ".join(sorted(FIELD_ALIASES)))
+                    + ", ".join(sorted(FIELD_ALIASES))
+                )
 
 
 class Index:
@@ -169,8 +177,7 @@ class Index:
             raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
 
     @staticmethod
-    def _filter(kind: str | None, framework: str | None, precision: str | None
-                ) -> wq.Query | None:
+    def _filter(kind: str | None, framework: str | None, precision: str | None) -> wq.Query | None:
         terms: list[wq.Query] = []
         if kind:
             terms.append(wq.Term("kind", kind))
@@ -180,8 +187,9 @@ class Index:
             terms.append(wq.Term("f_precision", precision.lower()))
         return wq.And(terms) if terms else None
 
-    def _hits(self, q: wq.Query, flt: wq.Query | None, limit: int | None
-              ) -> tuple[list[tuple[float, dict[str, Any]]], bool]:
+    def _hits(
+        self, q: wq.Query, flt: wq.Query | None, limit: int | None
+    ) -> tuple[list[tuple[float, dict[str, Any]]], bool]:
         """(score, stored fields) best first, ties by id; and whether the set is exhausted."""
         results = self.searcher.search(q, limit=limit, filter=flt)
         hits = [(float(h.score or 0.0), h.fields()) for h in results]
@@ -189,8 +197,15 @@ class Index:
         exhausted = limit is None or results.scored_length() < limit
         return hits, exhausted
 
-    def search(self, text: str, *, kind: str | None = None, framework: str | None = None,
-               precision: str | None = None, limit: int | None = None) -> SearchResult:
+    def search(
+        self,
+        text: str,
+        *,
+        kind: str | None = None,
+        framework: str | None = None,
+        precision: str | None = None,
+        limit: int | None = None,
+    ) -> SearchResult:
         q = self.parse(text)
         flt = self._filter(kind, framework, precision)
         k = None if limit is None else max(limit * 8, 64)
@@ -224,13 +239,26 @@ class Index:
             return []
         corrected, changed = [], False
         for w in words:
-            options = self.searcher.suggest("name", w.lower(), limit=1, maxdist=2)
-            if options and options[0] != w.lower():
-                corrected.append(options[0])
+            best = self._closest(w.lower())
+            if best and best != w.lower():
+                corrected.append(best)
                 changed = True
             else:
                 corrected.append(w)
         return [" ".join(corrected)] if changed else []
+
+    def _closest(self, word: str) -> str | None:
+        """The indexed name word nearest to `word`: fewest edits, then most frequent."""
+        options = self.searcher.suggest("name", word, limit=20, maxdist=2)
+        if not options:
+            return None
+        reader = self.searcher.reader()
+
+        def rank(candidate: str) -> tuple[int, int, str]:
+            freq = reader.doc_frequency("name", candidate)
+            return (_edits(word, candidate), -freq, candidate)
+
+        return str(min(options, key=rank))
 
     def members_of(self, family: str) -> list[dict[str, Any]]:
         return [json.loads(f["doc"]) for f in self.searcher.documents(family=family)]
@@ -249,6 +277,17 @@ class Index:
         return out
 
 
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (short words only: query terms)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def _group(hits: list[tuple[float, dict[str, Any]]]) -> list[Group]:
     groups: dict[str, Group] = {}
     for score, fields in hits:
@@ -256,8 +295,15 @@ def _group(hits: list[tuple[float, dict[str, Any]]]) -> list[Group]:
         g = groups.get(fields["family"])
         if g is None:
             g = groups[fields["family"]] = Group(family=fields["family"], kind=fields["kind"])
-        g.members.append(Member(path=doc["path"], kind=doc["kind"],
-                                display_name=doc["display_name"], score=score, doc=doc))
+        g.members.append(
+            Member(
+                path=doc["path"],
+                kind=doc["kind"],
+                display_name=doc["display_name"],
+                score=score,
+                doc=doc,
+            )
+        )
     return sorted(groups.values(), key=lambda g: (-g.best_score, g.family))
 
 

@@ -31,8 +31,9 @@ FORMAT_FILE = "FORMAT"
 
 def enrich(doc: IndexDoc) -> IndexDoc:
     """Fill in the family key and variant attributes from the names and catalog attributes."""
-    _, variants = extract_variants(doc.display_name, doc.name, framework=doc.framework,
-                                   precision=doc.precision)
+    _, variants = extract_variants(
+        doc.display_name, doc.name, framework=doc.framework, precision=doc.precision
+    )
     doc.family = family_key(doc.kind, doc.display_name, doc.name)
     doc.variants = variants.as_dict()
     return doc

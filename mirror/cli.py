@@ -318,19 +318,29 @@ def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
 # -- search / show ----------------------------------------------------------------------------
 @app.command()
 def search(
-    query: Annotated[list[str], typer.Argument(help="Words; Whoosh syntax (AND, OR, NOT, field:value, \"phrases\").")],
-    show_all: Annotated[bool, typer.Option("--all", "-a", help="List every member of each group.")] = False,
-    kind: Annotated[str | None, typer.Option("--kind", help="model, resource, image or chart.")] = None,
+    query: Annotated[
+        list[str],
+        typer.Argument(help='Words; Whoosh syntax (AND, OR, NOT, field:value, "phrases").'),
+    ],
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="List every member of each group.")
+    ] = False,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="model, resource, image or chart.")
+    ] = None,
     framework: Annotated[str | None, typer.Option("--framework", help="e.g. PyTorch.")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="e.g. FP16.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most N groups.", min=1)] = 20,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="At most N groups.", min=1)
+    ] = 20,
     as_json: JsonOpt = False,
 ) -> int:
     """Search the mirrored catalog offline; repeated entries collapse into one hit."""
     from mirror.searching import run_search
 
-    doc = run_search(_home(), " ".join(query), kind=kind, framework=framework,
-                     precision=precision, limit=limit)
+    doc = run_search(
+        _home(), " ".join(query), kind=kind, framework=framework, precision=precision, limit=limit
+    )
     if as_json:
         _emit_json(doc)
     else:
@@ -355,7 +365,9 @@ def show(
 
     paths = MirrorPaths(_settings().home)
     if not paths.db.exists():
-        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+        raise MirrorError(
+            f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
+        )
     db = Database(open_catalog_db(paths.db))
     try:
         doc = entry_detail(db, ref, kind=kind)
@@ -379,7 +391,9 @@ def index_rebuild() -> int:
 
     paths = MirrorPaths(_settings().home)
     if not paths.db.exists():
-        raise MirrorError(f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME")
+        raise MirrorError(
+            f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
+        )
     with MirrorLock(paths.lock, "index rebuild"):
         db = Database(open_catalog_db(paths.db))
         try:
@@ -396,7 +410,11 @@ def _home() -> Path:
         return STATE.home
     import os
 
-    if os.environ.get("MIRROR_HOME") or STATE.config is None and not os.environ.get("MIRROR_CONFIG"):
+    if (
+        os.environ.get("MIRROR_HOME")
+        or STATE.config is None
+        and not os.environ.get("MIRROR_CONFIG")
+    ):
         from mirror.paths import default_home
 
         return default_home(os.environ)

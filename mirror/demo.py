@@ -50,9 +50,15 @@ def run_demo(home: Path, *, out: Callable[[str], object]) -> None:
         f"verify:      {report.checked} blobs re-hashed, "
         f"{'clean' if report.clean else 'DAMAGED'}\n\n"
     )
+    from mirror.render import search_text
+    from mirror.searching import run_search
+
+    out("$ mirror search bert squad --limit 3\n")
+    out(search_text(run_search(home, "bert squad", limit=3), show_all=False) + "\n")
     out(
         "next:\n"
         f"  MIRROR_HOME={home} mirror status\n"
+        f"  MIRROR_HOME={home} mirror search resnet 18 --all\n"
         f"  MIRROR_HOME={home} mirror verify\n"
         "  cp config.example.toml mirror.toml  # then point [ngc] api_url at NGC and run\n"
         "  mirror --config mirror.toml sync --dry-run\n"

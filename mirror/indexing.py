@@ -31,8 +31,11 @@ def _docs(s: Session, keys: Iterable[tuple[str, str]] | None = None) -> Iterator
     from index.schema import IndexDoc
     from mirror.plan import newest_first
 
-    stmt = (select(Entry).where(Entry.removed_snapshot_id.is_(None))
-            .options(selectinload(Entry.versions).selectinload(Version.files)))
+    stmt = (
+        select(Entry)
+        .where(Entry.removed_snapshot_id.is_(None))
+        .options(selectinload(Entry.versions).selectinload(Version.files))
+    )
     if keys is not None:
         wanted = list(keys)
         if not wanted:
@@ -47,11 +50,19 @@ def _docs(s: Session, keys: Iterable[tuple[str, str]] | None = None) -> Iterator
         ordered = newest_first(live)
         mirrored = any(v.files and all(f.blob_digest for f in v.files) for v in live)
         yield IndexDoc(
-            kind=e.kind, path=e.path, display_name=e.display_name or e.name, name=e.name,
-            description=e.description or e.short_description, labels=list(e.labels or []),
-            framework=e.framework, precision=e.precision, application=e.application,
+            kind=e.kind,
+            path=e.path,
+            display_name=e.display_name or e.name,
+            name=e.name,
+            description=e.description or e.short_description,
+            labels=list(e.labels or []),
+            framework=e.framework,
+            precision=e.precision,
+            application=e.application,
             latest_version=e.latest_version or (ordered[0].version if ordered else None),
-            versions=[v.version for v in ordered], updated=e.updated, mirrored=mirrored,
+            versions=[v.version for v in ordered],
+            updated=e.updated,
+            mirrored=mirrored,
         )
 
 
@@ -64,9 +75,12 @@ def rebuild_index(paths: MirrorPaths, db: Database) -> IndexReport:
     return IndexReport(rebuilt=True, written=n, removed=0)
 
 
-def refresh_index(paths: MirrorPaths, db: Database,
-                  changed: Iterable[tuple[str, str]], removed: Iterable[tuple[str, str]]
-                  ) -> IndexReport:
+def refresh_index(
+    paths: MirrorPaths,
+    db: Database,
+    changed: Iterable[tuple[str, str]],
+    removed: Iterable[tuple[str, str]],
+) -> IndexReport:
     """Re-index `changed` entries and drop `removed` ones; rebuild if there is no index."""
     from index.writer import current_dir, update
 

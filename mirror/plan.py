@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from mirror.config import Selection
 from mirror.models import ListedEntry, RemoteVersion
@@ -67,7 +67,10 @@ def _natural(version: str) -> tuple[object, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", version))
 
 
-def newest_first(versions: Iterable[VersionLike]) -> list[VersionLike]:
+V = TypeVar("V", bound=VersionLike)
+
+
+def newest_first(versions: Iterable[V]) -> list[V]:
     """Order by creation date, then by natural version order, newest first."""
     return sorted(versions, key=lambda v: (v.created or "", _natural(v.version)), reverse=True)
 

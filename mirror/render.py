@@ -39,8 +39,10 @@ def search_text(doc: dict[str, Any], *, show_all: bool) -> str:
             lines.append(f"   {mark} {m['path']}{extra}")
         if not show_all and count > 1:
             lines.append(f"     (+{count - 1} more: --all lists them)")
-    lines.append(f"{len(groups)} groups, {doc['total_members']} entries"
-                 + ("" if show_all else "; * = files mirrored locally"))
+    lines.append(
+        f"{len(groups)} groups, {doc['total_members']} entries"
+        + ("" if show_all else "; * = files mirrored locally")
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -72,16 +74,20 @@ def entry_text(doc: dict[str, Any]) -> str:
     for v in doc["versions"]:
         size = human_bytes(v["size"]) if v.get("size") is not None else "?"
         local = "mirrored" if v["mirrored"] else ("partial" if v["stored_files"] else "-")
-        out.append(f"  {v['version']:<24} {v['status'] or '':<16} {size:>10}  "
-                   f"{(v.get('created') or '')[:10]}  {local}")
+        out.append(
+            f"  {v['version']:<24} {v['status'] or '':<16} {size:>10}  "
+            f"{(v.get('created') or '')[:10]}  {local}"
+        )
     shown = doc.get("shown_version")
     if shown:
         out.append("")
         out.append(f"files of {shown}:")
         for f in doc["files"]:
             where = "stored" if f["blob_digest"] else "not stored"
-            out.append(f"  {f['path']:<40} {human_bytes(f['size']):>10}  "
-                       f"sha256:{f['sha256'] or '?'}  {where}")
+            out.append(
+                f"  {f['path']:<40} {human_bytes(f['size']):>10}  "
+                f"sha256:{f['sha256'] or '?'}  {where}"
+            )
     out.append("")
     out.append(f"get it: {doc['command']}")
     return "\n".join(out) + "\n"

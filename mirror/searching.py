@@ -22,8 +22,9 @@ def _rebuild(paths: MirrorPaths) -> None:
     from mirror.indexing import rebuild_index
 
     if not paths.db.exists():
-        raise MirrorError(f"no mirror at {paths.root}",
-                          hint="run `mirror sync` first, or set MIRROR_HOME")
+        raise MirrorError(
+            f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
+        )
     log.warning("search index missing or outdated: rebuilding it from the catalog")
     with MirrorLock(paths.lock, "index rebuild"):
         db = Database(open_catalog_db(paths.db))
@@ -33,9 +34,15 @@ def _rebuild(paths: MirrorPaths) -> None:
             db.engine.dispose()
 
 
-def run_search(home: Path, query: str, *, kind: str | None = None,
-               framework: str | None = None, precision: str | None = None,
-               limit: int | None = 20) -> dict[str, Any]:
+def run_search(
+    home: Path,
+    query: str,
+    *,
+    kind: str | None = None,
+    framework: str | None = None,
+    precision: str | None = None,
+    limit: int | None = 20,
+) -> dict[str, Any]:
     from index.search import Index, IndexMissing, QuerySyntaxError
 
     paths = MirrorPaths(home)
@@ -47,12 +54,12 @@ def run_search(home: Path, query: str, *, kind: str | None = None,
         _rebuild(paths)
         ix = Index(paths.search)
     try:
-        result = ix.search(query, kind=kind, framework=framework, precision=precision,
-                           limit=limit)
+        result = ix.search(query, kind=kind, framework=framework, precision=precision, limit=limit)
     except QuerySyntaxError as exc:
-        raise UsageError(f"query syntax: {exc}",
-                         hint="quote special characters, e.g. mirror search '\"seqLen=128\"'"
-                         ) from None
+        raise UsageError(
+            f"query syntax: {exc}",
+            hint="quote special characters, e.g. mirror search '\"seqLen=128\"'",
+        ) from None
     finally:
         ix.close()
     return result.as_dict()

@@ -317,8 +317,7 @@ class SyncEngine:
         from mirror.indexing import refresh_index
 
         try:
-            refresh_index(self.paths, db, [(e.kind, e.path) for e in plan.refresh],
-                          plan.removed)
+            refresh_index(self.paths, db, [(e.kind, e.path) for e in plan.refresh], plan.removed)
         except Exception as exc:  # the catalog is already committed; search can rebuild
             log.error("search index update failed (%s); run `mirror index rebuild`", exc)
             report.index_error = str(exc)

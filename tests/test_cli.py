@@ -11,7 +11,17 @@ from typer.main import get_command
 from mirror.cli import app
 from tests.conftest import REPO, cli_env, run_mirror
 
-COMMANDS = ["sync", "status", "verify", "gc", "demo", "db upgrade"]
+COMMANDS = [
+    "sync",
+    "status",
+    "verify",
+    "gc",
+    "demo",
+    "search",
+    "show",
+    "index rebuild",
+    "db upgrade",
+]
 
 
 def test_every_command_is_in_the_readme_and_has_help() -> None:
