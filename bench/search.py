@@ -190,21 +190,45 @@ def run_size(n: int, work: Path, args: argparse.Namespace, have_tv: bool) -> dic
     def w_run(text: str, flt: dict[str, str], limit: int | None = 20) -> list[str]:
         return [g.family for g in ix.search(text, limit=limit, **flt).groups]
 
+    def topk_missing(text: str, flt: dict[str, str], k: int = 160) -> int:
+        """Docs scoring above the k-th hit of Whoosh's (optimized) top-k that it left out."""
+        q = ix.parse(text)
+        f = ix._filter(flt.get("kind"), flt.get("framework"), flt.get("precision"))
+        got = {h["id"]: h.score for h in ix.searcher.search(q, limit=k, filter=f)}
+        kth = min(got.values(), default=0.0)
+        return sum(h.score > kth and h["id"] not in got
+                   for h in ix.searcher.search(q, limit=None, filter=f))
+
     wr: dict[str, Any] = {"build": t_build, "size": dir_size(gen_dir)}
     print(f"[{n:,}] Whoosh built in {t_build:.1f} s; warm queries ...", flush=True)
     wr["lat"] = warm(w_run, args.reps)
     wr["groups"] = {qlabel(t, f): len(w_run(t, f)) for _, t, f in QUERIES}
     checks = []
     for text, flt in PREFIX_CHECKS:
-        lim, full = w_run(text, flt), w_run(text, flt, None)
+        lr, fr = ix.search(text, limit=20, **flt), ix.search(text, limit=None, **flt)
+        lim, full = [g.family for g in lr.groups], [g.family for g in fr.groups]
         ok = lim == full[: len(lim)] and len(lim) == min(20, len(full))
+        bad = next((i for i, (a, b) in enumerate(zip(lim, full, strict=False)) if a != b), None)
+        extra = "" if ok else f", first differs at rank {bad}"
+        if m := topk_missing(text, flt):
+            extra += f", {m} docs missing from Whoosh's top-160"
+        if lr.groups and (d := lr.groups[0].best_score - fr.groups[0].best_score):
+            extra += f", top score {d:+.3f} vs unlimited"
         checks.append(f"{qlabel(text, flt)!r} {'OK' if ok else 'MISMATCH'} "
-                      f"({len(lim)}/{len(full)} groups)")
+                      f"({len(lim)}/{len(full)} groups{extra})")
     res["notes"].append("limit=20 prefix of unlimited: " + "; ".join(checks))
-    env = {**os.environ, "MIRROR_HOME": str(root)}
+    # cold runs with byte code cached in the work dir (this sandbox sets PYTHONDONTWRITEBYTECODE
+    # and index/ has no .pyc, so as-is every process would compile index/ from source)
+    pyc = {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+    env = {**os.environ, "MIRROR_HOME": str(root), **pyc}
     print(f"[{n:,}] cold processes ...", flush=True)
     wr["cold"] = cold([MIRROR, "search", "bert"], args.cold_runs, env)
-    wr["cold_bare"] = cold([PY, "-c", BARE_WHOOSH, str(sroot)], args.cold_runs)
+    wr["cold_bare"] = cold([PY, "-c", BARE_WHOOSH, str(sroot)], args.cold_runs, env)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        as_is = cold([MIRROR, "search", "bert"], args.cold_runs,
+                     {**os.environ, "MIRROR_HOME": str(root)})
+        res["notes"].append(f"cold `mirror search bert` without cached byte code (this sandbox's "
+                            f"PYTHONDONTWRITEBYTECODE=1): {as_is * 1e3:.0f} ms")
     out = subprocess.run([MIRROR, "search", "--json", "bert"], env=env, capture_output=True,
                          text=True, check=True, cwd=REPO).stdout
     fams = json.loads(out)["groups"]
@@ -234,7 +258,8 @@ def run_size(n: int, work: Path, args: argparse.Namespace, have_tv: bool) -> dic
         r["lat"] = warm(lambda t, f, s=search, h=h: s(h, t, **f), args.reps)
         r["groups"] = {qlabel(t, f): len(search(h, t, **f)) for _, t, f in QUERIES}
         del h
-        r["cold"] = cold([PY, ENGINES_PY, name, str(path), "bert"], args.cold_runs)
+        r["cold"] = cold([PY, ENGINES_PY, name, str(path), "bert"], args.cold_runs,
+                         {**os.environ, **pyc})
         r["update"], _ = timed(lambda u=upd, p=path: u(p, changed_docs(docs, 2)))
         got = sum(len(m) for _, m in search(opener(path), "refreshedtoken2", limit=200))
         res["notes"].append(f"{name} update visible: {'OK' if got == 100 else 'WRONG'} "
@@ -324,7 +349,8 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n(total {time.perf_counter() - t0:.0f} s; work dir {work}"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n(total {time.perf_counter() - t0:.0f} s; load average {load}; work dir {work}"
           f"{'' if args.keep else ', removed'})")
 
 

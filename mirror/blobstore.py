@@ -64,8 +64,10 @@ class BlobWriter:
         expected_size: int | None,
         *,
         resume: bool = True,
+        stage: bool = False,
     ) -> None:
         self.store = store
+        self.stage = stage
         self.expected_digest = validate_digest(expected_digest) if expected_digest else None
         self.expected_size = expected_size
         self.keep_partial = self.expected_digest is not None
@@ -142,7 +144,8 @@ class BlobWriter:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
-            final = self.store.paths.blob(actual)
+            # staged blobs wait in tmp/ until a whole bundle verified (mirror.bundle.importer)
+            final = self.store.paths.staged(actual) if self.stage else self.store.paths.blob(actual)
             os.replace(self.tmp_path, final)
             fsync_dir(final.parent)
         except OSError as exc:
@@ -206,9 +209,30 @@ class BlobStore:
             ) from None
 
     def writer(
-        self, expected_digest: str | None, expected_size: int | None, *, resume: bool = True
+        self,
+        expected_digest: str | None,
+        expected_size: int | None,
+        *,
+        resume: bool = True,
+        stage: bool = False,
     ) -> BlobWriter:
-        return BlobWriter(self, expected_digest, expected_size, resume=resume)
+        return BlobWriter(self, expected_digest, expected_size, resume=resume, stage=stage)
+
+    def is_staged(self, digest: str) -> bool:
+        return self.paths.staged(digest).is_file()
+
+    def publish_staged(self, digest: str) -> None:
+        """Move a verified staged blob into blobs/ (one rename)."""
+        try:
+            os.replace(self.paths.staged(digest), self.paths.blob(digest))
+        except OSError as exc:
+            raise store_error(exc, self.paths.blob(digest), "publishing") from exc
+
+    def discard(self, digest: str) -> None:
+        """Remove any partial or staged copy of `digest` (after a failed verification)."""
+        for path in (self.paths.partial(digest), self.paths.staged(digest)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> str:
         with self.writer(expected_digest, len(data), resume=False) as w:

@@ -165,6 +165,7 @@ def upsert_entry(
     entry.latest_version = li.latest_version
     entry.created, entry.updated = li.created, li.updated
     entry.removed_snapshot_id = None
+    entry.changed_snapshot_id = snapshot_id
     entry.sync_stamp = stamp
     s.flush()
 
@@ -209,6 +210,7 @@ def mark_removed(s: Session, keys: Iterable[tuple[str, str]], snapshot_id: int) 
         entry = s.scalar(select(Entry).where(Entry.kind == kind, Entry.path == path))
         if entry is not None and entry.removed_snapshot_id is None:
             entry.removed_snapshot_id = snapshot_id
+            entry.changed_snapshot_id = snapshot_id
             n += 1
     return n
 
@@ -267,3 +269,22 @@ def counts(s: Session) -> dict[str, int]:
         )
         or 0,
     }
+
+
+# -- bundles: identity, deltas --------------------------------------------------------------------
+def mirror_id(s: Session) -> str:
+    """This mirror's stable id (created on first use)."""
+    import uuid
+
+    from mirror.schema import Meta
+
+    row = s.get(Meta, "mirror_id")
+    if row is None:
+        row = Meta(key="mirror_id", value=str(uuid.uuid4()))
+        s.add(row)
+        s.flush()
+    return row.value
+
+
+def latest_complete_snapshot(s: Session) -> int:
+    return s.scalar(select(func.max(Snapshot.id)).where(Snapshot.complete.is_(True))) or 0

@@ -98,6 +98,12 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class BundleSettings:
+    verify_key: str = ""  # ed25519 public key file; when set, imports must verify with it
+    require_signature: bool = False
+
+
+@dataclass(frozen=True)
 class Selection:
     """One `[[select]]` table: which entries get their bytes mirrored."""
 
@@ -115,6 +121,7 @@ class Settings:
     home: Path
     ngc: NgcSettings = field(default_factory=NgcSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    bundle: BundleSettings = field(default_factory=BundleSettings)
     select: tuple[Selection, ...] = ()
     source: str | None = None  # the config file these came from, for messages
 
@@ -244,7 +251,7 @@ def load_settings(
 def _build(
     raw: dict[str, Any], environ: Mapping[str, str], home: Path | None, source: str | None
 ) -> Settings:
-    allowed = {"home", "ngc", "http", "select"}
+    allowed = {"home", "ngc", "http", "bundle", "select"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -265,6 +272,9 @@ def _build(
     http = _section(HttpSettings, raw.get("http", {}), "http", environ)
     if http.concurrency < 1:
         raise ConfigError("[http].concurrency: must be at least 1")
+    bundle = _section(BundleSettings, raw.get("bundle", {}), "bundle", environ)
+    if bundle.verify_key:
+        bundle = _replace(bundle, require_signature=True)
     select_raw = raw.get("select", [])
     if not isinstance(select_raw, list):
         raise ConfigError("select: use [[select]] tables")
@@ -276,7 +286,7 @@ def _build(
             home = Path(str(raw["home"])).expanduser()
         else:
             home = default_home(environ)
-    return Settings(home=home, ngc=ngc, http=http, select=select, source=source)
+    return Settings(home=home, ngc=ngc, http=http, bundle=bundle, select=select, source=source)
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

@@ -93,9 +93,29 @@ def upgrade(engine: Engine) -> bool:
                 "which this version of mirror does not know",
                 hint="upgrade mirror (the database was written by a newer version)",
             ) from None
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite batch migrations copy a table, drop the old one and rename the copy; with
+            # foreign keys on, dropping `entries` would cascade-delete every version and file.
+            # The pragma only works outside a transaction, so set it before beginning one.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()  # end SQLAlchemy's autobegin; pysqlite ran the pragma outside one
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise DatabaseError(
+                            f"migration left {len(broken)} dangling references; rolled back",
+                            hint="report this with the database attached",
+                        )
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
     log.info("catalog schema upgraded from %s to %s", current, head)
     return True
 

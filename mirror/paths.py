@@ -90,6 +90,10 @@ class MirrorPaths:
     def blob(self, digest: str) -> Path:
         return self.blobs / digest_hex(digest)
 
+    def staged(self, digest: str) -> Path:
+        """A verified blob waiting for its bundle to verify completely before publishing."""
+        return self.tmp / f"sha256-{digest_hex(digest)}.verified"
+
     def partial(self, digest: str) -> Path:
         """Where a resumable partial download of `digest` lives (same filesystem as blobs/)."""
         return self.tmp / f"sha256-{digest_hex(digest)}.partial"

@@ -98,6 +98,9 @@ class Entry(Base):
     sync_stamp: Mapped[str | None] = mapped_column(String(128))
     first_snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
     removed_snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
+    # the last snapshot in which this entry's rows (or its versions and files) changed:
+    # "what changed since snapshot N" for bundles is `changed_snapshot_id > N`
+    changed_snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
 
     versions: Mapped[list[Version]] = relationship(
         back_populates="entry", cascade="all, delete-orphan", passive_deletes=True
@@ -156,3 +159,62 @@ class File(Base):
     blob_digest: Mapped[str | None] = mapped_column(ForeignKey("blobs.digest"))
 
     version: Mapped[Version] = relationship(back_populates="files")
+
+
+class Meta(Base):
+    """Key/value facts about this mirror (its id)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Export(Base):
+    """A bundle this mirror wrote; `confirmed_at` is set when a site's receipt names it."""
+
+    __tablename__ = "exports"
+
+    bundle_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site: Mapped[str | None] = mapped_column(String(128))
+    base_snapshot: Mapped[int] = mapped_column(Integer)
+    target_snapshot: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    blob_count: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ExportBlob(Base):
+    __tablename__ = "export_blobs"
+
+    bundle_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.bundle_id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+
+
+class Site(Base):
+    """A site this mirror exports to, with the newest snapshot it confirmed having."""
+
+    __tablename__ = "sites"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mirror_id: Mapped[str | None] = mapped_column(String(36))
+    confirmed_snapshot: Mapped[int] = mapped_column(Integer, default=0)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Import(Base):
+    """A bundle this mirror imported (re-importing it is a no-op)."""
+
+    __tablename__ = "imports"
+
+    bundle_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_mirror_id: Mapped[str] = mapped_column(String(36))
+    base_snapshot: Mapped[int] = mapped_column(Integer)
+    target_snapshot: Mapped[int] = mapped_column(Integer)
+    catalog_sha256: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[datetime] = mapped_column(DateTime)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))

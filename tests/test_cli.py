@@ -20,6 +20,10 @@ COMMANDS = [
     "search",
     "show",
     "index rebuild",
+    "export",
+    "import",
+    "bundle inspect",
+    "keys generate",
     "db upgrade",
 ]
 

@@ -23,10 +23,10 @@ def test_example_config_loads_and_matches_defaults(tmp_path: Path) -> None:
 def test_every_settings_field_is_documented_in_the_example() -> None:
     from dataclasses import fields
 
-    from mirror.config import HttpSettings, NgcSettings
+    from mirror.config import BundleSettings, HttpSettings, NgcSettings
 
     text = (ROOT / "config.example.toml").read_text()
-    for cls in (NgcSettings, HttpSettings):
+    for cls in (NgcSettings, HttpSettings, BundleSettings):
         for f in fields(cls):
             assert f"\n{f.name} =" in text, f"{cls.__name__}.{f.name} missing from example"
 

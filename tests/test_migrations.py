@@ -53,3 +53,43 @@ def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
     engine = open_catalog_db(tmp_path / "m.db")
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(text("INSERT INTO files (version_id, path, size) VALUES (999, 'x', 1)"))
+
+
+def test_upgrading_a_populated_database_keeps_every_row(tmp_path: Path) -> None:
+    """Batch migrations recreate tables; with foreign keys on that used to cascade-delete."""
+    from alembic import command
+
+    from mirror.db import _alembic_config
+
+    url = sqlite_url(tmp_path / "m.db")
+    engine = make_engine(url)
+    cfg = _alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text(
+                "INSERT INTO snapshots (id, created_at, complete, source) "
+                "VALUES (1, '2024-01-01', 1, 'x')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO entries (id, kind, path, org, name, display_name, "
+                "description, short_description, labels, first_snapshot_id) VALUES "
+                "(1, 'model', 'nvidia/a', 'nvidia', 'a', 'A', '', '', '[]', 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO versions (id, entry_id, version, status, description, "
+                "files_listed, first_snapshot_id) VALUES (1, 1, '1', 'X', '', 1, 1)"
+            )
+        )
+        conn.execute(text("INSERT INTO files (version_id, path, size) VALUES (1, 'f', 3)"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM versions")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM files")).scalar() == 1
+        assert conn.execute(text("SELECT changed_snapshot_id FROM entries")).scalar() == 1
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1

@@ -1,0 +1,200 @@
+"""The catalog delta (`catalog.jsonl`): entries changed since a base snapshot, and removals.
+
+Each line is one JSON record, sorted by (kind, path) so the file is deterministic:
+
+    {"op": "upsert", "kind": ..., "path": ..., <entry fields>, "versions": [... "files": [...]]}
+    {"op": "remove", "kind": ..., "path": ...}
+
+An upsert carries the entry's whole state at the target snapshot, so applying a delta is
+idempotent and order-independent per entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from mirror import catalog
+from mirror.errors import IntegrityError
+from mirror.models import ListedEntry, RemoteEntry, RemoteFile, RemoteVersion
+from mirror.paths import safe_relpath, validate_digest
+from mirror.schema import Entry, Version
+
+ENTRY_FIELDS = (
+    "org",
+    "team",
+    "name",
+    "display_name",
+    "description",
+    "short_description",
+    "labels",
+    "framework",
+    "precision",
+    "application",
+    "latest_version",
+    "created",
+    "updated",
+)
+VERSION_FIELDS = ("version", "status", "size", "file_count", "created", "updated", "description")
+
+
+def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
+    """Records for every entry whose rows changed after snapshot `base` (0 = everything)."""
+    stmt = (
+        select(Entry)
+        .options(selectinload(Entry.versions).selectinload(Version.files))
+        .order_by(Entry.kind, Entry.path)
+    )
+    if base:
+        stmt = stmt.where(or_(Entry.changed_snapshot_id > base, Entry.removed_snapshot_id > base))
+    else:
+        stmt = stmt.where(Entry.removed_snapshot_id.is_(None))
+    for e in s.scalars(stmt):
+        if e.removed_snapshot_id is not None:
+            yield {"op": "remove", "kind": e.kind, "path": e.path}
+            continue
+        rec: dict[str, Any] = {"op": "upsert", "kind": e.kind, "path": e.path}
+        rec.update({f: getattr(e, f) for f in ENTRY_FIELDS})
+        rec["versions"] = [
+            {
+                **{f: getattr(v, f) for f in VERSION_FIELDS},
+                "files_listed": v.files_listed,
+                "files": [
+                    {
+                        "path": f.path,
+                        "size": f.size,
+                        "sha256": f.sha256,
+                        "blob_digest": f.blob_digest,
+                    }
+                    for f in sorted(v.files, key=lambda x: x.path)
+                ],
+            }
+            for v in sorted(e.versions, key=lambda x: x.version)
+            if v.removed_snapshot_id is None
+        ]
+        yield rec
+
+
+def record_blobs(rec: dict[str, Any]) -> Iterator[tuple[str, int]]:
+    for v in rec.get("versions", []):
+        for f in v.get("files", []):
+            if f.get("blob_digest"):
+                yield f["blob_digest"], int(f["size"])
+
+
+def encode(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    for rec in records:
+        yield (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def parse(lines: Iterable[bytes], where: str) -> list[dict[str, Any]]:
+    """Decode and validate every record (paths and digests) before anything is applied."""
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise IntegrityError(f"line {n} is not JSON", subject=where) from None
+        _validate(rec, f"{where} line {n}")
+        out.append(rec)
+    return out
+
+
+def _validate(rec: Any, where: str) -> None:
+    try:
+        if not isinstance(rec, dict) or rec.get("op") not in ("upsert", "remove"):
+            raise ValueError("unknown record")
+        if rec.get("kind") not in ("model", "resource", "image", "chart"):
+            raise ValueError("unknown kind")
+        path = rec["path"]
+        parts = str(safe_relpath(path)).split("/")
+        if not 2 <= len(parts) <= 3:
+            raise ValueError("bad entry path")
+        for v in rec.get("versions", []) if rec["op"] == "upsert" else []:
+            if not isinstance(v.get("version"), str) or not v["version"]:
+                raise ValueError("bad version")
+            for f in v.get("files", []):
+                safe_relpath(f["path"])
+                if not isinstance(f["size"], int) or f["size"] < 0:
+                    raise ValueError("bad file size")
+                if f.get("blob_digest"):
+                    validate_digest(f["blob_digest"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"invalid catalog record: {exc}", subject=where) from None
+    except Exception as exc:  # UsageError/DigestError from the path and digest checks
+        raise IntegrityError(f"invalid catalog record: {exc}", subject=where) from None
+
+
+def apply(
+    s: Session,
+    records: list[dict[str, Any]],
+    snapshot_id: int,
+    available: set[str],
+    sizes: dict[str, int],
+) -> tuple[int, int]:
+    """Apply validated records in the caller's transaction; return (upserts, removals).
+
+    A file row gets its blob only if that blob is in `available` (published in the store).
+    """
+    ups = rems = 0
+    removals = []
+    for rec in records:
+        if rec["op"] == "remove":
+            removals.append((rec["kind"], rec["path"]))
+            continue
+        listed = ListedEntry(
+            kind=rec["kind"],
+            org=rec["org"],
+            team=rec.get("team"),
+            name=rec["name"],
+            display_name=rec.get("display_name") or "",
+            description=rec.get("description") or "",
+            created=rec.get("created"),
+            updated=rec.get("updated"),
+            latest_version=rec.get("latest_version"),
+            framework=rec.get("framework"),
+            precision=rec.get("precision"),
+            application=rec.get("application"),
+            labels=tuple(rec.get("labels") or ()),
+        )
+        versions, stored = [], {}
+        for v in rec.get("versions", []):
+            files = None
+            if v.get("files_listed"):
+                files = [
+                    RemoteFile(path=f["path"], size=f["size"], sha256=f.get("sha256"))
+                    for f in v.get("files", [])
+                ]
+            versions.append(
+                RemoteVersion(
+                    version=v["version"],
+                    status=v.get("status") or "",
+                    size=v.get("size"),
+                    file_count=v.get("file_count"),
+                    created=v.get("created"),
+                    updated=v.get("updated"),
+                    description=v.get("description") or "",
+                    files=files,
+                )
+            )
+            for f in v.get("files", []):
+                d = f.get("blob_digest")
+                if d and d in available:
+                    catalog.record_blob(s, d, sizes.get(d, f["size"]))
+                    stored[f"{v['version']}/{f['path']}"] = d
+        remote = RemoteEntry(
+            listed=listed,
+            description=rec.get("description") or "",
+            short_description=rec.get("short_description") or "",
+            versions=versions,
+        )
+        catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=None)
+        ups += 1
+    rems = catalog.mark_removed(s, removals, snapshot_id)
+    return ups, rems
