@@ -63,6 +63,26 @@ def finish_run(
     run.error = error
 
 
+def record_run(
+    s: Session,
+    command: str,
+    counts: dict[str, Any],
+    bytes_fetched: int = 0,
+    snapshot_id: int | None = None,
+) -> None:
+    """Ledger row for a finished, successful one-shot command (import, export, gc)."""
+    run = start_run(s, command)
+    finish_run(
+        s,
+        run.id,
+        outcome="ok",
+        counts=counts,
+        bytes_fetched=bytes_fetched,
+        failures=[],
+        snapshot_id=snapshot_id,
+    )
+
+
 def last_runs(s: Session, limit: int = 10) -> list[Run]:
     return list(s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
 

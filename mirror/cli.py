@@ -283,6 +283,12 @@ def gc(
     store, db, lock = _open_store(lock=True, command="gc")
     try:
         report = collect_garbage(store, db, dry_run=dry_run)
+        if not dry_run:
+            from mirror import catalog
+
+            with db.session() as s:
+                counts = {"removed": report.removed, "partials_removed": report.partials_removed}
+                catalog.record_run(s, "gc", counts)
     finally:
         db.engine.dispose()
         if lock:
@@ -470,6 +476,16 @@ def export_cmd(
             sign_key=sign_key,
             dry_run=dry_run,
         )
+        if not dry_run and result.bundle_id:
+            from mirror import catalog
+
+            with db.session() as s:
+                counts = {
+                    "upserts": result.plan.upserts,
+                    "removals": result.plan.removals,
+                    "blobs": len(result.plan.blobs),
+                }
+                catalog.record_run(s, "export", counts, result.plan.blob_bytes)
     finally:
         db.engine.dispose()
         if lock:
@@ -530,6 +546,7 @@ def import_cmd(
 ) -> int:
     """Verify a bundle completely, then publish its blobs and apply its catalog delta."""
     _setup_logging()
+    from mirror import catalog
     from mirror.blobstore import BlobStore
     from mirror.bundle.importer import import_bundle
     from mirror.db import Database, open_catalog_db
@@ -556,6 +573,19 @@ def import_cmd(
             )
             if not result.already_imported:
                 refresh_index(paths, db, result.changed, result.removed)
+                with db.session() as s:
+                    catalog.record_run(
+                        s,
+                        "import",
+                        {
+                            "upserts": result.upserts,
+                            "removals": result.removals,
+                            "blobs_copied": result.blobs_copied,
+                            "blobs_present": result.blobs_present,
+                        },
+                        result.bytes_copied,
+                        result.snapshot_id,
+                    )
         finally:
             db.engine.dispose()
     if as_json:
