@@ -37,6 +37,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "mirror/0.1 (+offline NGC mirror)"
 
 HeaderProvider = Callable[[], Mapping[str, str]]
+# Called on a 401 with (URL that answered, its WWW-Authenticate values); True = retry. Token
+# auth needs the *current* challenge (realm, scope, error) and must know which origin sent it.
+ChallengeHandler = Callable[[str, list[str]], bool]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -119,6 +122,7 @@ class HttpClient:
         on_unauthorized: Callable[[], bool] | None,
         extra: Mapping[str, str] | None = None,
         stream: bool = False,
+        on_challenge: ChallengeHandler | None = None,
     ) -> httpx.Response:
         """Send with retries; return a successful response (streaming if asked)."""
         attempts = self.settings.retries + 1
@@ -156,9 +160,13 @@ class HttpClient:
             if stream:
                 resp.read()
             resp.close()
-            if resp.status_code == 401 and on_unauthorized and not reauthed:
+            if resp.status_code == 401 and (on_unauthorized or on_challenge) and not reauthed:
                 reauthed = True
-                if on_unauthorized():
+                if on_challenge is not None:
+                    retry = on_challenge(str(resp.url), resp.headers.get_list("www-authenticate"))
+                else:
+                    retry = on_unauthorized is not None and on_unauthorized()
+                if retry:
                     attempt -= 1  # a token refresh is not a failure of upstream
                     continue
             if resp.status_code in RETRY_STATUSES and attempt < attempts:
@@ -195,6 +203,60 @@ class HttpClient:
                 hint="upstream is misbehaving; retry later or report it",
             ) from None
 
+    def get_bytes(
+        self,
+        url: str,
+        *,
+        headers: HeaderProvider | None = None,
+        on_unauthorized: Callable[[], bool] | None = None,
+        on_challenge: ChallengeHandler | None = None,
+        accept: str | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[bytes, dict[str, str], str]:
+        """GET a small document as raw bytes: (body, lower-cased headers, final URL).
+
+        For bodies that are hashed as-is (registry manifests) or need their headers (`Link`).
+        `max_bytes` bounds what is read so a hostile upstream cannot exhaust memory; a body
+        broken mid-read is fetched again like any other transport error.
+        """
+        extra = {"Accept": accept} if accept else None
+        failures = 0
+        while True:
+            resp = self._send(
+                "GET",
+                url,
+                headers=headers,
+                on_unauthorized=on_unauthorized,
+                on_challenge=on_challenge,
+                extra=extra,
+                stream=True,
+            )
+            try:
+                body = bytearray()
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if max_bytes is not None and len(body) > max_bytes:
+                        raise ProtocolError(
+                            f"response body exceeds the {max_bytes}-byte limit",
+                            url=url,
+                            hint="upstream is misbehaving; retry later or report it",
+                        )
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > self.settings.retries:
+                    raise UpstreamError(
+                        f"reading the response kept failing ({type(exc).__name__})"
+                        f" after {failures} attempts",
+                        url=url,
+                        hint="check the network; upstream may be overloaded",
+                    ) from None
+                self._sleep(self._backoff(failures, None))
+                continue
+            finally:
+                resp.close()
+            found = {key.lower(): value for key, value in resp.headers.items()}
+            return bytes(body), found, str(resp.url)
+
     def download(
         self,
         url: str,
@@ -202,10 +264,12 @@ class HttpClient:
         *,
         headers: HeaderProvider | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_challenge: ChallengeHandler | None = None,
     ) -> int:
         """Stream `url` into `writer` from `writer.offset`, resuming with Range after errors.
 
         Returns the number of bytes received over the network. The caller commits the writer.
+        `on_challenge` lets a token that expires between two resumed requests be renewed.
         """
         received = 0
         failures = 0
@@ -216,7 +280,13 @@ class HttpClient:
             if writer.offset:
                 extra["Range"] = f"bytes={writer.offset}-"
             resp = self._send(
-                "GET", url, headers=headers, on_unauthorized=None, extra=extra, stream=True
+                "GET",
+                url,
+                headers=headers,
+                on_unauthorized=None,
+                on_challenge=on_challenge,
+                extra=extra,
+                stream=True,
             )
             try:
                 if writer.offset and resp.status_code == 200:
