@@ -203,6 +203,7 @@ def upsert_entry(
             s.add(ver)
         ver.status, ver.size, ver.file_count = rv.status, rv.size, rv.file_count
         ver.created, ver.updated, ver.description = rv.created, rv.updated, rv.description
+        ver.manifest_digest = rv.manifest_digest
         ver.removed_snapshot_id = None
         s.flush()
         if rv.files is None:

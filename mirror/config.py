@@ -117,12 +117,28 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class RegistrySource:
+    """One `[[registry]]` table: a plain OCI registry whose images are mirrored."""
+
+    url: str
+    name: str  # the reference prefix in index.json, e.g. "nvcr.io" or "127.0.0.1:5000"
+    repositories: tuple[str, ...]
+    tags: tuple[str, ...] = ("*",)
+    latest: int | None = None
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    max_size: int | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     ngc: NgcSettings = field(default_factory=NgcSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     bundle: BundleSettings = field(default_factory=BundleSettings)
     select: tuple[Selection, ...] = ()
+    registries: tuple[RegistrySource, ...] = ()
     source: str | None = None  # the config file these came from, for messages
 
 
@@ -251,7 +267,7 @@ def load_settings(
 def _build(
     raw: dict[str, Any], environ: Mapping[str, str], home: Path | None, source: str | None
 ) -> Settings:
-    allowed = {"home", "ngc", "http", "bundle", "select"}
+    allowed = {"home", "ngc", "http", "bundle", "select", "registry"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -286,7 +302,75 @@ def _build(
             home = Path(str(raw["home"])).expanduser()
         else:
             home = default_home(environ)
-    return Settings(home=home, ngc=ngc, http=http, bundle=bundle, select=select, source=source)
+    reg_raw = raw.get("registry", [])
+    if not isinstance(reg_raw, list):
+        raise ConfigError("registry: use [[registry]] tables")
+    registries = tuple(_registry(r, i, environ) for i, r in enumerate(reg_raw))
+    return Settings(
+        home=home,
+        ngc=ngc,
+        http=http,
+        bundle=bundle,
+        select=select,
+        registries=registries,
+        source=source,
+    )
+
+
+def _registry(raw: Any, i: int, environ: Mapping[str, str]) -> RegistrySource:
+    where = f"[[registry]] #{i + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    allowed = {
+        "url",
+        "name",
+        "repositories",
+        "tags",
+        "latest",
+        "platforms",
+        "max_size",
+        "username_env",
+        "password_env",
+    }
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {where}.{key}", hint=f"valid keys: {', '.join(sorted(allowed))}"
+            )
+    if not isinstance(raw.get("url"), str):
+        raise ConfigError(f"{where}.url: required, e.g. https://nvcr.io")
+    url = _check_url(raw["url"], f"{where}.url")
+    parts = urlsplit(url)
+    name = raw.get("name") or parts.netloc
+    repos = _coerce(raw.get("repositories", []), (), "tuple", f"{where}.repositories")
+    if not repos:
+        raise ConfigError(f"{where}.repositories: list the repositories to mirror")
+    tags = _coerce(raw.get("tags", ["*"]), (), "tuple", f"{where}.tags")
+    platforms = _coerce(raw.get("platforms", ["linux/amd64"]), (), "tuple", f"{where}.platforms")
+    latest = raw.get("latest", 0)
+    if isinstance(latest, bool) or not isinstance(latest, int) or latest < 0:
+        raise ConfigError(f"{where}.latest: expected a whole number of tags (0 = all)")
+    max_size = parse_size(raw["max_size"], where=f"{where}.max_size") if "max_size" in raw else None
+    user = password = None
+    for key in ("username_env", "password_env"):
+        var = raw.get(key)
+        if var is not None and (not isinstance(var, str) or var not in environ):
+            raise ConfigError(f"{where}.{key}: environment variable {var!r} is not set")
+    if raw.get("username_env"):
+        user = environ[raw["username_env"]]
+    if raw.get("password_env"):
+        password = Secret(environ[raw["password_env"]])
+    return RegistrySource(
+        url=url,
+        name=str(name),
+        repositories=repos,
+        tags=tags,
+        latest=latest or None,
+        platforms=platforms,
+        max_size=max_size,
+        username=user,
+        password=password,
+    )
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

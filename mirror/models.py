@@ -59,6 +59,7 @@ class RemoteVersion:
     updated: str | None = None
     description: str = ""
     files: list[RemoteFile] | None = None  # None = not listed (not selected, not latest)
+    manifest_digest: str | None = None  # image tags: the tag's top manifest or index
 
 
 @dataclass

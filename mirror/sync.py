@@ -74,6 +74,8 @@ class SyncReport:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     index_error: str | None = None
+    images_tags: int = 0
+    images_changed: int = 0
 
     def counts(self) -> dict[str, int]:
         keys = (
@@ -90,6 +92,8 @@ class SyncReport:
             "files_present",
             "bytes_present",
             "files_fetched",
+            "images_tags",
+            "images_changed",
             "bytes_fetched",
             "requests",
         )
@@ -152,6 +156,41 @@ class SyncEngine:
         self.errors: list[MirrorError] = []
 
     # -- phases ----------------------------------------------------------------------------
+    def sync_images(
+        self, db: Database, report: SyncReport, snapshot_id: int | None
+    ) -> list[tuple[str, str]]:
+        """Mirror the `[[registry]]` sources; return the (kind, path) entries touched."""
+        from mirror.image_sync import ImageSync
+
+        touched: list[tuple[str, str]] = []
+        for source in self.settings.registries:
+            job = ImageSync(
+                source,
+                self.http,
+                self.store,
+                db,
+                dry_run=report.dry_run,
+                on_progress=self.progress.advance,
+            )
+            try:
+                r = job.run(snapshot_id)
+            except MirrorError as exc:
+                self.errors.append(exc)
+                report.failures.append(f"registry {source.name}: {exc}")
+                continue
+            touched.extend(job.touched)
+            self.errors.extend(r.errors)
+            report.failures.extend(r.failures)
+            report.images_tags += r.tags_selected
+            report.images_changed += r.tags_changed
+            report.files_fetched += r.blobs_fetched
+            report.bytes_fetched += r.bytes_fetched
+            report.files_present += r.blobs_present
+            report.bytes_to_fetch += r.bytes_to_fetch
+            if r.tags_selected and not r.errors:
+                report.refreshed += 1
+        return touched
+
     def list_upstream(self) -> list[ListedEntry]:
         items: list[ListedEntry] = []
         for kind in self.settings.ngc.kinds:
@@ -261,8 +300,10 @@ class SyncEngine:
             with db.session() as s:
                 snapshot_id = catalog.new_snapshot(s, self.settings.ngc.api_url).id
             report.snapshot_id = snapshot_id
+        touched: list[tuple[str, str]] = []
         try:
             self._execute(db, plan, report, snapshot_id)
+            touched = self.sync_images(db, report, snapshot_id)
         except BaseException as exc:
             if run_id is not None and not isinstance(exc, KeyboardInterrupt):
                 with db.session() as s:
@@ -309,15 +350,22 @@ class SyncEngine:
             )
         if total_fail:
             raise self.errors[0]
-        self._update_index(db, plan, report)
+        self._update_index(db, plan, report, touched)
+        if self.settings.registries:
+            from mirror.oci_layout import write_index
+
+            write_index(self.paths, db)
         return report
 
-    def _update_index(self, db: Database, plan: SyncPlan, report: SyncReport) -> None:
+    def _update_index(
+        self, db: Database, plan: SyncPlan, report: SyncReport, touched: list[tuple[str, str]]
+    ) -> None:
         """Re-index what this run touched; a broken index never fails the sync itself."""
         from mirror.indexing import refresh_index
 
         try:
-            refresh_index(self.paths, db, [(e.kind, e.path) for e in plan.refresh], plan.removed)
+            changed = [(e.kind, e.path) for e in plan.refresh] + touched
+            refresh_index(self.paths, db, changed, plan.removed)
         except Exception as exc:  # the catalog is already committed; search can rebuild
             log.error("search index update failed (%s); run `mirror index rebuild`", exc)
             report.index_error = str(exc)
