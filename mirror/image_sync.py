@@ -94,6 +94,7 @@ class ImageSync:
         self.on_progress = on_progress
         self.report = ImageReport()
         self.touched: list[tuple[str, str]] = []
+        self._counted: set[str] = set()  # blobs planned in this run (shared layers count once)
 
     def run(self, snapshot_id: int | None) -> ImageReport:
         for repo in self.source.repositories:
@@ -286,7 +287,9 @@ class ImageSync:
             if self.store.has(d.digest):
                 self.report.blobs_present += 1
                 continue
-            self.report.bytes_to_fetch += d.size
+            if d.digest not in self._counted:
+                self._counted.add(d.digest)
+                self.report.bytes_to_fetch += d.size
             if self.dry_run:
                 continue
             try:

@@ -134,7 +134,7 @@ def test_chain_and_full_bundles_reproduce_the_source(
     up = Upstream(cat)
     with tempfile.TemporaryDirectory() as tmp, FakeNGC(cat) as fake:
         work = Path(tmp)
-        src, chain = work / "src", work / "chain"
+        src, chain, stale = work / "src", work / "chain", work / "stale"
         seen: set[tuple[str, str]] = set()
         since, receipt = 0, None
         for n in range(len(steps) + 1):
@@ -159,15 +159,24 @@ def test_chain_and_full_bundles_reproduce_the_source(
             assert not imp.already_imported
             seen |= live_keys(chain)
             assert_same_catalog(src, chain, seen=seen)
+            if n == 0:  # a site that stops at the first (full) bundle
+                with opened(stale) as (db, store):
+                    import_bundle(db, store, dest)
+                stale_seen = live_keys(stale)
         # a full bundle of the final state into a fresh mirror
         full, fresh = work / "full", work / "fresh"
         with opened(src) as (db, store):
             res = export_bundle(db, store, full, fmt=fmt, split=split)
-        if fmt == "tar":
+        if fmt == "tar" and res.plan.total_bytes > MiB:  # (unless the big entry was removed)
             assert len(res.parts) >= 2, "the tar bundle should span several parts"
+            assert all(p.size == MiB for p in res.parts[:-1])
         with opened(fresh) as (db, store):
             import_bundle(db, store, full)
         assert_same_catalog(src, fresh)
+        # ... and the site left at the first bundle catches up with the full one
+        with opened(stale) as (db, store):
+            import_bundle(db, store, full)
+        assert_same_catalog(src, stale, seen=stale_seen)
 
 
 def test_cli_chain_tar_parts_and_dir_reproduce_the_source(tmp_path: Path) -> None:
@@ -177,12 +186,12 @@ def test_cli_chain_tar_parts_and_dir_reproduce_the_source(tmp_path: Path) -> Non
     src, chain, fresh = tmp_path / "src", tmp_path / "chain", tmp_path / "fresh"
     with FakeNGC(cat) as fake:
         sync(src, fake)
-        b1 = export(src, tmp_path / "b1", "--format", "tar", "--split", "1MiB")
+        b1 = export(src, tmp_path / "b1", "--format", "tar", "--split", "1MiB", real=True)
         assert len(b1["parts_written"]) >= 3
         assert sorted(p.name for p in (tmp_path / "b1").iterdir()) == sorted(
             ["mirror-bundle.json", *b1["parts_written"]]
         )
-        import_(chain, tmp_path / "b1")
+        import_(chain, tmp_path / "b1", real=True)
         assert_same_catalog(src, chain)
 
         models = cat.of_kind("model")
@@ -194,22 +203,25 @@ def test_cli_chain_tar_parts_and_dir_reproduce_the_source(tmp_path: Path) -> Non
         sync(src, fake)
         b2 = export(
             src, tmp_path / "b2", "--since", str(b1["target_snapshot"]), "--format", "tar",
-            "--split", "1MiB",
+            "--split", "1MiB", real=True,
         )  # fmt: skip
         assert b2["base_snapshot"] == b1["target_snapshot"]
         assert (b2["upserts"], b2["removals"]) == (2, 1)
         assert len(b2["parts_written"]) >= 2
-        # only the new version's blob travels; the touched entry's blobs are at the site already
-        m2 = manifest(tmp_path / "b2")
-        assert [b["digest"] for b in m2["blobs"]] == [
-            "sha256:" + models[0].versions[0].files[0].sha256_hex
-        ]
-        r2 = import_(chain, tmp_path / "b2")
+        # --since does not know what the site holds: every blob of a changed entry travels,
+        # and the import copies only the one it lacks (the new version's file)
+        new = "sha256:" + models[0].versions[0].files[0].sha256_hex
+        shipped = [b["digest"] for b in manifest(tmp_path / "b2")["blobs"]]
+        assert new in shipped
+        r2 = import_(chain, tmp_path / "b2", real=True)
         assert (r2["upserts"], r2["removals"]) == (2, 1)
+        assert (r2["blobs_copied"], r2["blobs_present"]) == (1, len(shipped) - 1)
         assert_same_catalog(src, chain, seen={("model", e.resource_id) for e in [*models, gone]})
 
-    b3 = export(src, tmp_path / "b3")  # full, dir
-    import_(fresh, tmp_path / "b3")
+    b3 = export(src, tmp_path / "b3", real=True)  # full, dir
+    assert (b3["base_snapshot"], b3["removals"]) == (0, 1)  # full bundles carry removals too
+    r3 = import_(fresh, tmp_path / "b3" / "mirror-bundle.json", real=True)  # the manifest path
+    assert r3["removals"] == 0  # nothing to remove in a fresh mirror
     assert_same_catalog(src, fresh)
     for home in (chain, fresh):
         ok(mirror(home, "verify"))

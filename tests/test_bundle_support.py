@@ -60,19 +60,51 @@ def mirror(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[
     return run_mirror(list(args), env(home, **extra))
 
 
+def mirror_inproc(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`mirror ARGS` through the same entry point (`mirror.cli.main`: parsing, error to exit
+    code mapping, messages) but inside this process: ~0.05 s instead of ~0.6 s of interpreter
+    and import start-up. Used for the large refusal matrices; everything about processes
+    (kill -9, locks, the environment of a real run) uses `mirror()`."""
+    import io
+    import os
+    import sys
+
+    from mirror.cli import main
+
+    saved_env = dict(os.environ)
+    saved_out, saved_err = sys.stdout, sys.stderr
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(env(home, **extra))
+    sys.stdout, sys.stderr = out, err
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout, sys.stderr = saved_out, saved_err
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["mirror", *args], code, out.getvalue(), err.getvalue())
+
+
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
     return proc
 
 
-def export(home: Path, dest: Path, *args: str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(ok(mirror(home, "export", str(dest), *args, "--json")).stdout)
+def export(home: Path, dest: Path, *args: str, real: bool = False) -> dict[str, Any]:
+    """`mirror export DEST ARGS --json` (in-process unless `real`): the JSON report."""
+    run = mirror if real else mirror_inproc
+    out: dict[str, Any] = json.loads(ok(run(home, "export", str(dest), *args, "--json")).stdout)
     return out
 
 
-def import_(home: Path, src: Path, *args: str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(ok(mirror(home, "import", str(src), *args, "--json")).stdout)
+def import_(home: Path, src: Path, *args: str, real: bool = False) -> dict[str, Any]:
+    """`mirror import SRC ARGS --json` (in-process unless `real`): the JSON report."""
+    run = mirror if real else mirror_inproc
+    out: dict[str, Any] = json.loads(ok(run(home, "import", str(src), *args, "--json")).stdout)
     return out
 
 

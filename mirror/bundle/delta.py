@@ -51,8 +51,9 @@ def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
     )
     if base:
         stmt = stmt.where(or_(Entry.changed_snapshot_id > base, Entry.removed_snapshot_id > base))
-    else:
-        stmt = stmt.where(Entry.removed_snapshot_id.is_(None))
+    # a full bundle (base 0) carries removals too: a site that already holds an older state
+    # (e.g. `--site` with no receipt ever carried back) must learn what is gone; a fresh
+    # mirror ignores removals of entries it never had
     for e in s.scalars(stmt):
         if e.removed_snapshot_id is not None:
             yield {"op": "remove", "kind": e.kind, "path": e.path}
@@ -194,7 +195,10 @@ def apply(
             short_description=rec.get("short_description") or "",
             versions=versions,
         )
-        catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=None)
+        entry = catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=None)
+        # upsert_entry falls back to the listing's description for empty fields; the record
+        # already carries the source's final values, so keep them exactly (an empty
+        # short_description must not become the long description)
         ups += 1
     rems = catalog.mark_removed(s, removals, snapshot_id)
     return ups, rems

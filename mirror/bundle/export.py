@@ -165,13 +165,20 @@ def export_bundle(
         raise UsageError(f"unknown format {fmt!r}", hint="use --format dir or --format tar")
     if split and fmt != "tar":
         raise UsageError("--split needs --format tar")
+    if split is not None and split < 1024 * 1024:
+        # checked before DEST is touched: PartWriter would refuse it only after the old
+        # manifest in DEST was already removed
+        raise UsageError("--split must be at least 1MiB", hint="e.g. --split 4GiB for FAT32")
     if receipt is not None and site is None:
         raise UsageError("--receipt needs --site NAME (whose receipt it is)")
     with db.session() as s:
-        if receipt is not None and not dry_run:
+        if receipt is not None:
+            # a dry run plans with the receipt too, then rolls it back (it writes nothing)
             ingest_receipt(s, site or "", receipt)
         source_id = catalog.mirror_id(s) if not dry_run else "dry-run"
         plan, lines = _plan(s, store, since=since, site=site, split=split)
+        if dry_run:
+            s.rollback()
     plan.free_bytes = _free_bytes(dest)
     result = ExportResult(plan=plan, format=fmt, dest=str(dest))
     if dry_run:

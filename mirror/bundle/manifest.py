@@ -73,23 +73,50 @@ class Manifest:
         """Refuse anything that could later be used to build a path or fool a size check."""
         if self.format not in ("dir", "tar"):
             raise IntegrityError(f"unknown bundle format {self.format!r}", subject=where)
-        if not is_hex64(self.catalog_sha256):
+        if not isinstance(self.catalog_sha256, str) or not is_hex64(self.catalog_sha256):
             raise IntegrityError("bad catalog digest", subject=where)
+        # a tampered manifest is an integrity failure (exit 4), never a crash on a wrong type
+        for name in ("base_snapshot", "target_snapshot", "catalog_size", "catalog_records"):
+            if not _count(getattr(self, name)):
+                raise IntegrityError(f"bad {name}", subject=where)
+        for name in ("bundle_id", "source_mirror_id"):
+            if not isinstance(getattr(self, name), str):
+                raise IntegrityError(f"bad {name}", subject=where)
+        if not isinstance(self.blobs, list) or not isinstance(self.parts, list):
+            raise IntegrityError("bad blob or part list", subject=where)
         seen = set()
         for b in self.blobs:
-            validate_digest(b.get("digest", ""))
-            if not isinstance(b.get("size"), int) or b["size"] < 0:
-                raise IntegrityError(f"bad size for blob {b['digest']}", subject=where)
-            if b["digest"] in seen:
-                raise IntegrityError(f"blob {b['digest']} listed twice", subject=where)
-            seen.add(b["digest"])
+            if not isinstance(b, dict):
+                raise IntegrityError("bad blob entry", subject=where)
+            digest = b.get("digest")
+            try:
+                validate_digest(digest)  # type: ignore[arg-type]
+            except UsageError:
+                raise IntegrityError(
+                    f"invalid digest {digest!r} in the manifest", subject=where
+                ) from None
+            if not _count(b.get("size")):
+                raise IntegrityError(f"bad size for blob {digest}", subject=where)
+            if digest in seen:
+                raise IntegrityError(f"blob {digest} listed twice", subject=where)
+            seen.add(digest)
         for i, p in enumerate(self.parts):
-            if p.name != f"{PART_PREFIX}{i:03d}" or not is_hex64(p.sha256) or p.size < 0:
+            if (
+                p.name != f"{PART_PREFIX}{i:03d}"
+                or not isinstance(p.sha256, str)
+                or not is_hex64(p.sha256)
+                or not _count(p.size)
+            ):
                 raise IntegrityError(f"bad part entry {p.name!r}", subject=where)
 
     @property
     def blob_bytes(self) -> int:
         return sum(int(b["size"]) for b in self.blobs)
+
+
+def _count(value: object) -> bool:
+    """A non-negative int (JSON true/false are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 # -- signatures -------------------------------------------------------------------------------
