@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from mirror.cli import JsonOpt, _emit_json, _open_store, _settings, _setup_logging, app
-from mirror.errors import MirrorError
+from mirror.errors import UsageError
 from mirror.render import human_bytes
 
 keys_app = typer.Typer(help="Bundle signing keys (ed25519).", no_args_is_help=True)
@@ -51,7 +51,7 @@ def export_cmd(
     from mirror.config import parse_size
 
     if since is not None and site is not None:
-        raise MirrorError("use --since or --site, not both", hint="--site computes its own base")
+        raise UsageError("use --since or --site, not both", hint="--site computes its own base")
     split_bytes = parse_size(split, where="--split") if split else None
     store, db, lock = _open_store(lock=not dry_run, command="export")
     try:

@@ -4,6 +4,10 @@ A *mirror* here is a MIRROR_HOME directory. The source is filled by an in-proces
 against the fake NGC server; targets are filled only by `mirror import`. Catalogs are compared
 through a normalized dump read with the stdlib sqlite3 module (independent of the ORM), and a
 whole mirror's state (blobs, tmp/, mirror.db bytes and SQL dump) can be frozen and compared.
+
+`mirror()` runs a real `python -m mirror` process; `mirror_inproc()` runs the same entry point
+(`mirror.cli.main`: argument parsing, error-to-exit-code mapping, messages) in this process,
+which keeps the large refusal matrices fast. Kill, lock and environment tests use real ones.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ def apply(
         # upsert_entry falls back to the listing's description for empty fields; the record
         # already carries the source's final values, so keep them exactly (an empty
         # short_description must not become the long description)
+        entry.description = rec.get("description") or ""
+        entry.short_description = rec.get("short_description") or ""
         ups += 1
     rems = catalog.mark_removed(s, removals, snapshot_id)
     return ups, rems

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import tarfile
 from dataclasses import dataclass, field
@@ -133,11 +132,13 @@ class _Stager:
             return False
         return True
 
-    def copy(self, digest: str, fh: Any) -> None:
+    def copy(self, digest: str, fh: Any, *, seekable: bool) -> None:
         size = self.sizes[digest]
         with self.store.writer(digest, size, stage=True) as w:
             if w.offset:  # a partial copy from a killed import: continue after it
-                if isinstance(fh, io.BufferedReader):
+                # (a tar member of a `r|` stream is an io.BufferedReader too, but its
+                # seek() fails on the stream: only plain files of a dir bundle may seek)
+                if seekable:
                     fh.seek(w.offset)
                 else:
                     _skip(fh, w.offset)
@@ -172,7 +173,7 @@ def _stage_dir(root: Path, m: Manifest, stager: _Stager) -> bytes:
         path = root / "blobs" / "sha256" / digest[7:]
         try:
             with open(path, "rb") as fh:
-                stager.copy(digest, fh)
+                stager.copy(digest, fh, seekable=True)
         except FileNotFoundError:
             raise IntegrityError(
                 "blob listed in the manifest is missing from the bundle", subject=digest
@@ -195,7 +196,7 @@ def _stage_tar(root: Path, m: Manifest, stager: _Stager) -> bytes:
                 catalog_bytes = fh.read()
                 _check_catalog(catalog_bytes, m)
             elif what.startswith("sha256:") and stager.needed(what):
-                stager.copy(what, fh)
+                stager.copy(what, fh, seekable=False)
     reader.drain()
     if catalog_bytes is None:
         raise IntegrityError(f"{CATALOG} is missing from the parts")
@@ -238,6 +239,8 @@ def import_bundle(
     with db.session() as s:
         if s.get(Import, m.bundle_id) is not None:
             result.already_imported = True
+            # a run killed after its commit never wrote the receipt: finish the job now
+            result.receipt = str(_write_receipt(build_receipt(s), root, store, receipt_out))
             return result
     have = _check_chain(db, m)
     if m.target_snapshot <= have and m.base_snapshot > 0:
