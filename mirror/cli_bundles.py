@@ -164,6 +164,10 @@ def import_cmd(
             )
             if not result.already_imported:
                 refresh_index(paths, db, result.changed, result.removed)
+                if any(kind == "image" for kind, _ in result.changed + result.removed):
+                    from mirror.oci_layout import write_index
+
+                    write_index(paths, db)
                 with db.session() as s:
                     catalog.record_run(
                         s,

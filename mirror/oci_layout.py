@@ -23,7 +23,11 @@ from mirror.schema import Blob, Entry, Version
 REF_NAME = "org.opencontainers.image.ref.name"
 
 
-def index_document(db: Database) -> dict[str, Any]:
+def index_document(
+    db: Database, *, paths: set[str] | None = None, blobs: set[str] | None = None
+) -> dict[str, Any]:
+    """The index of every publishable image tag; restricted to entries in `paths` and to
+    tags whose every piece is in `blobs` when given (a bundle's own index.json)."""
     manifests = []
     with db.session() as s:
         entries = s.scalars(
@@ -33,11 +37,15 @@ def index_document(db: Database) -> dict[str, Any]:
             .order_by(Entry.path)
         )
         for e in entries:
+            if paths is not None and e.path not in paths:
+                continue
             for v in sorted(e.versions, key=lambda x: x.version):
                 if v.removed_snapshot_id is not None or not v.manifest_digest:
                     continue
                 if not v.files or not all(f.blob_digest for f in v.files):
                     continue  # unpublished: something it references is missing
+                if blobs is not None and not all(f.blob_digest in blobs for f in v.files):
+                    continue  # a delta bundle without all of this tag's pieces
                 # Docker-format tags are named through their OCI view (mirror.oci_convert)
                 view = {f.path: f.blob_digest for f in v.files}
                 digest = (

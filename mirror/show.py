@@ -16,9 +16,13 @@ from mirror.schema import Entry, Version
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """'org/[team/]name[:version]' -> (path, version)."""
-    path, _, version = ref.partition(":")
-    parts = path.strip("/").split("/")
-    if not 2 <= len(parts) <= 3 or not all(parts):
+    # the version follows the last ':' of the last segment: a registry host may carry a port
+    # ("127.0.0.1:5000/test/multi:1.0")
+    head, _, last = ref.strip("/").rpartition("/")
+    name, _, version = last.partition(":")
+    path = f"{head}/{name}" if head else name
+    parts = path.split("/")
+    if len(parts) < 2 or not all(parts):
         raise UsageError(
             f"bad reference {ref!r}: expected org/[team/]name[:version]",
             hint="find it with `mirror search WORDS`",

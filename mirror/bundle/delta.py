@@ -22,7 +22,7 @@ from mirror import catalog
 from mirror.errors import IntegrityError
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile, RemoteVersion
 from mirror.paths import safe_relpath, validate_digest
-from mirror.schema import Entry, Version
+from mirror.schema import Blob, Entry, Version
 
 ENTRY_FIELDS = (
     "org",
@@ -39,7 +39,16 @@ ENTRY_FIELDS = (
     "created",
     "updated",
 )
-VERSION_FIELDS = ("version", "status", "size", "file_count", "created", "updated", "description")
+VERSION_FIELDS = (
+    "version",
+    "status",
+    "size",
+    "file_count",
+    "created",
+    "updated",
+    "description",
+    "manifest_digest",  # image tags: the upstream manifest or index, byte-exact in the store
+)
 
 
 def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
@@ -60,6 +69,7 @@ def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
             continue
         rec: dict[str, Any] = {"op": "upsert", "kind": e.kind, "path": e.path}
         rec.update({f: getattr(e, f) for f in ENTRY_FIELDS})
+        media = _media_types(s, e) if e.kind == "image" else {}
         rec["versions"] = [
             {
                 **{f: getattr(v, f) for f in VERSION_FIELDS},
@@ -70,6 +80,7 @@ def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
                         "size": f.size,
                         "sha256": f.sha256,
                         "blob_digest": f.blob_digest,
+                        **({"media_type": media[f.blob_digest]} if f.blob_digest in media else {}),
                     }
                     for f in sorted(v.files, key=lambda x: x.path)
                 ],
@@ -78,6 +89,15 @@ def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
             if v.removed_snapshot_id is None
         ]
         yield rec
+
+
+def _media_types(s: Session, e: Entry) -> dict[str, str]:
+    """Media types of an image's stored pieces (manifests, configs, layers) for index.json."""
+    digests = {f.blob_digest for v in e.versions for f in v.files if f.blob_digest}
+    if not digests:
+        return {}
+    rows = s.execute(select(Blob.digest, Blob.media_type).where(Blob.digest.in_(digests)))
+    return {d: m for d, m in rows if m}
 
 
 def record_blobs(rec: dict[str, Any]) -> Iterator[tuple[str, int]]:
@@ -115,11 +135,14 @@ def _validate(rec: Any, where: str) -> None:
             raise ValueError("unknown kind")
         path = rec["path"]
         parts = str(safe_relpath(path)).split("/")
-        if not 2 <= len(parts) <= 3:
+        # models and resources are org/[team/]name; image repositories may nest deeper
+        if len(parts) < 2 or (len(parts) > 3 and rec["kind"] != "image"):
             raise ValueError("bad entry path")
         for v in rec.get("versions", []) if rec["op"] == "upsert" else []:
             if not isinstance(v.get("version"), str) or not v["version"]:
                 raise ValueError("bad version")
+            if v.get("manifest_digest"):
+                validate_digest(v["manifest_digest"])
             for f in v.get("files", []):
                 safe_relpath(f["path"])
                 if not isinstance(f["size"], int) or f["size"] < 0:
@@ -182,12 +205,16 @@ def apply(
                     updated=v.get("updated"),
                     description=v.get("description") or "",
                     files=files,
+                    manifest_digest=v.get("manifest_digest"),
                 )
             )
             for f in v.get("files", []):
                 d = f.get("blob_digest")
                 if d and d in available:
-                    catalog.record_blob(s, d, sizes.get(d, f["size"]))
+                    media = f.get("media_type")
+                    catalog.record_blob(
+                        s, d, sizes.get(d, f["size"]), media if isinstance(media, str) else None
+                    )
                     stored[f"{v['version']}/{f['path']}"] = d
         remote = RemoteEntry(
             listed=listed,

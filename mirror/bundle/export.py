@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mirror import catalog
-from mirror.blobstore import EMPTY_INDEX, OCI_LAYOUT, BlobStore
+from mirror.blobstore import OCI_LAYOUT, BlobStore
 from mirror.bundle import delta
 from mirror.bundle.manifest import CATALOG, MANIFEST, SIGNATURE, Manifest, Part, sign
 from mirror.bundle.receipt import confirmed_blobs, ingest_receipt
@@ -47,6 +47,7 @@ class ExportPlan:
     catalog_bytes: int = 0
     parts: int = 0
     free_bytes: int | None = None
+    images: set[str] = field(default_factory=set)  # image entries in the delta
 
     @property
     def blob_bytes(self) -> int:
@@ -127,6 +128,8 @@ def _plan(
             plan.removals += 1
         else:
             plan.upserts += 1
+            if rec["kind"] == "image":
+                plan.images.add(rec["path"])
             for digest, size in delta.record_blobs(rec):
                 if digest in have:
                     plan.bytes_saved += size if digest not in wanted else 0
@@ -216,10 +219,11 @@ def export_bundle(
             "bytes": plan.blob_bytes,
         },
     )
+    index_bytes = _bundle_index(db, plan)
     if fmt == "dir":
-        _write_dir(store, dest, catalog_bytes, plan, result)
+        _write_dir(store, dest, catalog_bytes, index_bytes, plan, result)
     else:
-        manifest.parts = _write_tar(store, dest, catalog_bytes, plan, split)
+        manifest.parts = _write_tar(store, dest, catalog_bytes, index_bytes, plan, split)
         result.parts = manifest.parts
     raw = manifest.to_bytes()
     if sign_key is not None:
@@ -273,14 +277,28 @@ def _copy_blob(store: BlobStore, digest: str, size: int, target: Path) -> bool:
     return True
 
 
+def _bundle_index(db: Database, plan: ExportPlan) -> bytes:
+    """The bundle's own index.json: the image tags it carries completely, by full reference,
+    so `skopeo copy oci:BUNDLE:<ref>` reads images straight out of the bundle."""
+    from mirror.oci_layout import index_document
+
+    doc = index_document(db, paths=plan.images, blobs={d for d, _ in plan.blobs})
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
 def _write_dir(
-    store: BlobStore, dest: Path, catalog_bytes: bytes, plan: ExportPlan, result: ExportResult
+    store: BlobStore,
+    dest: Path,
+    catalog_bytes: bytes,
+    index_bytes: bytes,
+    plan: ExportPlan,
+    result: ExportResult,
 ) -> None:
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     atomic_write(dest / CATALOG, catalog_bytes)
     atomic_write(dest / "oci-layout", OCI_LAYOUT)
-    atomic_write(dest / "index.json", json.dumps(EMPTY_INDEX, indent=2).encode())
+    atomic_write(dest / "index.json", index_bytes)
     for digest, size in plan.blobs:
         if _copy_blob(store, digest, size, blobs / digest[7:]):
             result.copied += 1
@@ -298,7 +316,12 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 
 
 def _write_tar(
-    store: BlobStore, dest: Path, catalog_bytes: bytes, plan: ExportPlan, split: int | None
+    store: BlobStore,
+    dest: Path,
+    catalog_bytes: bytes,
+    index: bytes,
+    plan: ExportPlan,
+    split: int | None,
 ) -> list[Part]:
     import io
 
@@ -314,7 +337,6 @@ def _write_tar(
         # catalog first, so `mirror bundle inspect` reads it without scanning blobs
         tar.addfile(_member(CATALOG, len(catalog_bytes)), io.BytesIO(catalog_bytes))
         tar.addfile(_member("oci-layout", len(OCI_LAYOUT)), io.BytesIO(OCI_LAYOUT))
-        index = json.dumps(EMPTY_INDEX, indent=2).encode()
         tar.addfile(_member("index.json", len(index)), io.BytesIO(index))
         for digest, size in plan.blobs:
             with store.open(digest) as fh:
