@@ -1,0 +1,58 @@
+"""A full disk during import: nothing published, a clear error, store and DB unchanged."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror.fakengc import FakeNGC, seed_catalog
+from tests.test_bundle_support import (
+    MiB,
+    assert_unchanged,
+    big_entry,
+    export,
+    frozen,
+    import_,
+    mirror,
+    sync,
+)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs (root may mount one in this sandbox and in CI)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_import_changes_nothing(tmp_path: Path, small_disk: Path) -> None:
+    cat = seed_catalog(limit=3, include_resources=False)
+    src = tmp_path / "src"
+    with FakeNGC(cat) as fake:
+        sync(src, fake)
+        first = tmp_path / "b1"
+        export(src, first)
+        cat.add(big_entry("huge", 12 * MiB))  # twice what the small disk holds
+        sync(src, fake)
+    second = tmp_path / "b2"
+    export(src, second, "--since", "1")
+    site = small_disk / "site"
+    import_(site, first)  # fits: the site now has content to protect
+    before = frozen(site)
+    proc = mirror(site, "import", str(second))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "disk full" in proc.stderr and "Traceback" not in proc.stderr
+    assert_unchanged(before, site)
+    assert mirror(site, "verify").returncode == 0
