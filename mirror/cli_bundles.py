@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mirror.cli import JsonOpt, _emit_json, _open_store, _settings, _setup_logging, app
 from mirror.errors import UsageError
 from mirror.render import human_bytes
+
+
+def _bar(as_json: bool) -> Any:
+    """A byte progress bar on stderr when it is a terminal (never with --json)."""
+    from mirror.progress import make_progress
+
+    return make_progress(enabled=not as_json and sys.stderr.isatty())
+
 
 keys_app = typer.Typer(help="Bundle signing keys (ed25519).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -66,6 +74,7 @@ def export_cmd(
             split=split_bytes,
             sign_key=sign_key,
             dry_run=dry_run,
+            progress=_bar(as_json),
         )
         if not dry_run and result.bundle_id:
             from mirror import catalog
@@ -161,6 +170,7 @@ def import_cmd(
                 verify_key=key,
                 require_signature=settings.bundle.require_signature,
                 receipt_out=receipt_out,
+                progress=_bar(as_json),
             )
             if not result.already_imported:
                 refresh_index(paths, db, result.changed, result.removed)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mirror.sync import Progress
+
+class Progress:
+    """Receives byte progress; the CLI renders it on a TTY. The default does nothing."""
+
+    def start(self, total_bytes: int, files: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def file_done(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class RichProgress(Progress):

@@ -27,18 +27,10 @@ from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile
 from mirror.paths import MirrorPaths
 from mirror.plan import SyncPlan, make_plan, select_versions, versions_to_list
+from mirror.progress import Progress
 from mirror.sources.ngc import NgcSource
 
 log = logging.getLogger(__name__)
-
-
-class Progress:
-    """Receives byte progress; the CLI renders it on a TTY. The default does nothing."""
-
-    def start(self, total_bytes: int, files: int) -> None: ...
-    def advance(self, nbytes: int) -> None: ...
-    def file_done(self) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass

@@ -32,6 +32,7 @@ from mirror.bundle.tarparts import PartWriter
 from mirror.db import Database
 from mirror.errors import IntegrityError, StoreError, UsageError
 from mirror.fsutil import atomic_write, fsync_dir, store_error
+from mirror.progress import Progress
 from mirror.schema import Export, ExportBlob, Site
 
 
@@ -162,6 +163,7 @@ def export_bundle(
     split: int | None = None,
     sign_key: Path | None = None,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> ExportResult:
     """Plan (and unless dry_run, write) a bundle at `dest`. The caller holds the mirror lock."""
     if fmt not in ("dir", "tar"):
@@ -220,10 +222,15 @@ def export_bundle(
         },
     )
     index_bytes = _bundle_index(db, plan)
-    if fmt == "dir":
-        _write_dir(store, dest, catalog_bytes, index_bytes, plan, result)
-    else:
-        manifest.parts = _write_tar(store, dest, catalog_bytes, index_bytes, plan, split)
+    bar = progress or Progress()
+    bar.start(plan.blob_bytes, len(plan.blobs))
+    try:
+        if fmt == "dir":
+            _write_dir(store, dest, catalog_bytes, index_bytes, plan, result, bar)
+        else:
+            manifest.parts = _write_tar(store, dest, catalog_bytes, index_bytes, plan, split, bar)
+    finally:
+        bar.close()
         result.parts = manifest.parts
     raw = manifest.to_bytes()
     if sign_key is not None:
@@ -293,6 +300,7 @@ def _write_dir(
     index_bytes: bytes,
     plan: ExportPlan,
     result: ExportResult,
+    bar: Progress,
 ) -> None:
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -304,6 +312,8 @@ def _write_dir(
             result.copied += 1
         else:
             result.reused += 1
+        bar.advance(size)
+        bar.file_done()
     fsync_dir(blobs)
 
 
@@ -322,6 +332,7 @@ def _write_tar(
     index: bytes,
     plan: ExportPlan,
     split: int | None,
+    bar: Progress,
 ) -> list[Part]:
     import io
 
@@ -341,6 +352,8 @@ def _write_tar(
         for digest, size in plan.blobs:
             with store.open(digest) as fh:
                 tar.addfile(_member(f"blobs/sha256/{digest[7:]}", size), fh)
+            bar.advance(size)
+            bar.file_done()
     return writer.close()
 
 

@@ -29,6 +29,7 @@ from mirror.bundle.tarparts import PartReader, check_member
 from mirror.db import Database
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write, fsync_dir
+from mirror.progress import Progress
 from mirror.schema import Import
 
 
@@ -117,7 +118,10 @@ def _check_chain(db: Database, m: Manifest) -> int:
 class _Stager:
     """Copies blobs into tmp/ as staged, verified blobs; forgets them all on failure."""
 
-    def __init__(self, store: BlobStore, m: Manifest, result: ImportResult) -> None:
+    def __init__(
+        self, store: BlobStore, m: Manifest, result: ImportResult, bar: Progress | None = None
+    ) -> None:
+        self.bar = bar or Progress()
         self.store = store
         self.sizes = {b["digest"]: int(b["size"]) for b in m.blobs}
         self.result = result
@@ -144,7 +148,9 @@ class _Stager:
                     _skip(fh, w.offset)
             while chunk := fh.read(CHUNK):
                 w.write(chunk)
+                self.bar.advance(len(chunk))
             w.commit()
+        self.bar.file_done()
         self.staged.append(digest)
         self.result.blobs_copied += 1
         self.result.bytes_copied += size
@@ -224,6 +230,7 @@ def import_bundle(
     verify_key: Path | None = None,
     require_signature: bool = False,
     receipt_out: Path | None = None,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Verify and import one bundle. The caller holds the mirror lock."""
     root = bundle_dir(src)
@@ -246,7 +253,8 @@ def import_bundle(
     if m.target_snapshot <= have and m.base_snapshot > 0:
         result.already_imported = True  # an older bundle than what we hold: nothing to add
         return result
-    stager = _Stager(store, m, result)
+    stager = _Stager(store, m, result, progress)
+    stager.bar.start(m.blob_bytes, len(m.blobs))
     try:
         data = _stage_dir(root, m, stager) if m.format == "dir" else _stage_tar(root, m, stager)
         records = delta.parse(data.splitlines(keepends=True), CATALOG)
@@ -257,6 +265,8 @@ def import_bundle(
         if isinstance(exc, tarfile.TarError):
             raise IntegrityError(f"the tar stream is damaged: {exc}") from None
         raise
+    finally:
+        stager.bar.close()
     for digest in stager.staged:  # everything verified: publish
         store.publish_staged(digest)
     fsync_dir(store.paths.blobs)
