@@ -230,7 +230,19 @@ def bundle_inspect(
     doc = inspect_bundle(src, verify_key)
     if as_json:
         _emit_json(doc)
-        return 0
+    else:
+        _print_inspect(doc)
+    if doc["signature"].startswith("INVALID") or not doc["catalog_ok"]:
+        from mirror.errors import IntegrityError
+
+        raise IntegrityError(
+            "the bundle does not verify (see above)",
+            hint="do not import it; re-export or check --verify-key",
+        )
+    return 0
+
+
+def _print_inspect(doc: Any) -> None:
     out = sys.stdout.write
     out(
         f"bundle {doc['bundle_id']} ({doc['format']}, format {doc['format_version']})\n"
@@ -246,7 +258,6 @@ def bundle_inspect(
         out(f"  part      {p['name']}  {human_bytes(p['size'])}  sha256:{p['sha256']}\n")
     for e in doc["entries"][:200]:
         out(f"  {e['op']:<7} {e['kind']:<8} {e['path']}  {', '.join(e['versions'][:5])}\n")
-    return 0
 
 
 @keys_app.command("generate")

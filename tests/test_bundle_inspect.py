@@ -56,8 +56,10 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-def inspect_json(bundle: Path, *args: str) -> dict[str, Any]:
-    proc = ok(mirror_inproc(bundle, "bundle", "inspect", str(bundle), *args, "--json"))
+def inspect_json(bundle: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    """The --json document; a bundle that does not verify still prints it, then exits 4."""
+    proc = mirror_inproc(bundle, "bundle", "inspect", str(bundle), *args, "--json")
+    assert proc.returncode == code, proc.stdout + proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc
 
@@ -102,10 +104,10 @@ def test_inspect_json_lists_entries_snapshots_blobs_and_parts(bundles: dict[str,
 def test_inspect_signature_status(bundles: dict[str, Any]) -> None:
     inc, full = bundles["root"] / "inc", bundles["root"] / "full"
     assert inspect_json(inc, "--verify-key", str(bundles["k1"]))["signature"] == "verified"
-    wrong = inspect_json(inc, "--verify-key", str(bundles["k2"]))["signature"]
+    wrong = inspect_json(inc, "--verify-key", str(bundles["k2"]), code=4)["signature"]
     assert wrong.startswith("INVALID: ") and "does not verify with k2.pub" in wrong
     assert inspect_json(full)["signature"] == "unsigned"
-    demanded = inspect_json(full, "--verify-key", str(bundles["k1"]))["signature"]
+    demanded = inspect_json(full, "--verify-key", str(bundles["k1"]), code=4)["signature"]
     assert demanded == "INVALID: bundle is unsigned but a signature is required"
 
 
@@ -123,8 +125,9 @@ def test_inspect_text(bundles: dict[str, Any]) -> None:
         assert f"part      {p['name']}" in text and f"sha256:{p['sha256']}" in text
     assert f"upsert  model    {bundles['changed'].resource_id}  " in text
     assert f"remove  model    {bundles['gone'].resource_id}" in text
-    wrong = ok(mirror_inproc(b, "bundle", "inspect", str(b), "--verify-key", str(bundles["k2"])))
+    wrong = mirror_inproc(b, "bundle", "inspect", str(b), "--verify-key", str(bundles["k2"]))
     assert "signature INVALID: bundle signature does not verify" in wrong.stdout
+    assert wrong.returncode == 4 and "does not verify" in wrong.stderr
 
 
 def test_inspect_flags_a_damaged_catalog(bundles: dict[str, Any], tmp_path: Path) -> None:
@@ -133,7 +136,7 @@ def test_inspect_flags_a_damaged_catalog(bundles: dict[str, Any], tmp_path: Path
     data = (b / "catalog.jsonl").read_bytes()
     name = bundles["changed"].display_name.encode()
     (b / "catalog.jsonl").write_bytes(data.replace(name, name.swapcase(), 1))  # still JSON
-    doc = inspect_json(b)
+    doc = inspect_json(b, code=4)
     assert doc["catalog_ok"] is False
-    text = ok(mirror_inproc(b, "bundle", "inspect", str(b))).stdout
-    assert "(DAMAGED)" in text
+    proc = mirror_inproc(b, "bundle", "inspect", str(b))
+    assert proc.returncode == 4 and "(DAMAGED)" in proc.stdout
