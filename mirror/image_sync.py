@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -65,6 +66,20 @@ class ImageReport:
     bytes_to_fetch: int = 0
     failures: list[str] = field(default_factory=list)
     errors: list[MirrorError] = field(default_factory=list)
+
+
+def _instant(created: str | None) -> datetime:
+    """A config's `created` as an aware datetime, so offsets and fractions compare right
+    (as strings, `...T01:00:00+02:00` sorts after `...T23:30:00Z` of the day before);
+    missing or unreadable dates are oldest."""
+    if created:
+        try:
+            when = datetime.fromisoformat(created)
+        except ValueError:
+            pass
+        else:
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def _entry_parts(name: str, repo: str) -> tuple[str, str | None, str]:
@@ -134,7 +149,7 @@ class ImageSync:
         for plan in plans:
             if plan.created is None:
                 self._expand(repo, plan)
-        plans.sort(key=lambda p: (p.created or "", p.tag), reverse=True)
+        plans.sort(key=lambda p: (_instant(p.created), p.tag), reverse=True)
         chosen = plans[: self.source.latest] if self.source.latest else plans
         self.report.tags_selected += len(chosen)
         versions = []
@@ -266,9 +281,16 @@ class ImageSync:
 
     def _created(self, repo: str, config: Descriptor) -> str | None:
         """The image's creation date from its config (fetched into the store: it is kept)."""
-        if self.dry_run and not self.store.has(config.digest):
-            return None
-        self.client.fetch_blob(repo, config.digest, config.size, self.store)
+        if not self.store.has(config.digest):
+            if self.dry_run:
+                return None
+            self.client.fetch_blob(repo, config.digest, config.size, self.store)
+            # a blob GET like the layers' in _fetch: count it the same way
+            self.report.blobs_fetched += 1
+            self.report.bytes_fetched += config.size
+            if config.digest not in self._counted:
+                self._counted.add(config.digest)
+                self.report.bytes_to_fetch += config.size
         try:
             with self.store.open(config.digest) as fh:
                 doc: Any = json.loads(fh.read(1 << 20))

@@ -179,8 +179,9 @@ class SyncEngine:
             report.bytes_fetched += r.bytes_fetched
             report.files_present += r.blobs_present
             report.bytes_to_fetch += r.bytes_to_fetch
-            if r.tags_selected and not r.errors:
-                report.refreshed += 1
+            # every repository written to the catalog counts: a failed tag elsewhere must not
+            # turn a source with good tags into "nothing refreshed" (exit 3, no index.json)
+            report.refreshed += len(job.touched)
         return touched
 
     def list_upstream(self) -> list[ListedEntry]:
