@@ -10,9 +10,11 @@ do not touch them (and `--help`) start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -235,13 +237,8 @@ def verify(
     from mirror.errors import IntegrityError
     from mirror.verify import verify_store
 
-    store, db, lock = _open_store(lock=repair, command="verify")
-    try:
+    with _open_store(lock=repair, command="verify") as (store, db):
         report = verify_store(store, db, sample=sample, repair=repair)
-    finally:
-        db.engine.dispose()
-        if lock:
-            lock.release()
     if as_json:
         _emit_json(report.as_dict())
     else:
@@ -276,8 +273,7 @@ def gc(
     _setup_logging()
     from mirror.gc import collect_garbage
 
-    store, db, lock = _open_store(lock=True, command="gc")
-    try:
+    with _open_store(lock=True, command="gc") as (store, db):
         report = collect_garbage(store, db, dry_run=dry_run)
         if not dry_run:
             from mirror import catalog
@@ -285,10 +281,6 @@ def gc(
             with db.session() as s:
                 counts = {"removed": report.removed, "partials_removed": report.partials_removed}
                 catalog.record_run(s, "gc", counts)
-    finally:
-        db.engine.dispose()
-        if lock:
-            lock.release()
     if as_json:
         _emit_json(report.as_dict())
     else:
@@ -299,7 +291,10 @@ def gc(
     return 0
 
 
-def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
+@contextlib.contextmanager
+def _open_store(*, lock: bool, command: str) -> Iterator[tuple[Any, Any]]:
+    """(store, database) of an existing mirror, holding the writer lock if asked; both are
+    released on the way out."""
     from mirror.blobstore import BlobStore
     from mirror.db import Database, open_catalog_db
     from mirror.fsutil import MirrorLock
@@ -314,11 +309,13 @@ def _open_store(*, lock: bool, command: str) -> tuple[Any, Any, Any]:
     held = MirrorLock(paths.lock, command).acquire() if lock else None
     try:
         db = Database(open_catalog_db(paths.db))
-    except BaseException:
+        try:
+            yield BlobStore(paths), db
+        finally:
+            db.engine.dispose()
+    finally:
         if held:
             held.release()
-        raise
-    return BlobStore(paths), db, held
 
 
 # -- search / show ----------------------------------------------------------------------------

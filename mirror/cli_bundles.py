@@ -61,8 +61,7 @@ def export_cmd(
     if since is not None and site is not None:
         raise UsageError("use --since or --site, not both", hint="--site computes its own base")
     split_bytes = parse_size(split, where="--split") if split else None
-    store, db, lock = _open_store(lock=not dry_run, command="export")
-    try:
+    with _open_store(lock=not dry_run, command="export") as (store, db):
         result = export_bundle(
             db,
             store,
@@ -86,10 +85,6 @@ def export_cmd(
                     "blobs": len(result.plan.blobs),
                 }
                 catalog.record_run(s, "export", counts, result.plan.blob_bytes)
-    finally:
-        db.engine.dispose()
-        if lock:
-            lock.release()
     doc = result.as_dict()
     if as_json:
         _emit_json(doc)
