@@ -20,6 +20,7 @@ import fnmatch
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +108,7 @@ class ImageSync:
         self.db = db
         self.dry_run = dry_run
         self.on_progress = on_progress
+        self.concurrency = http.settings.concurrency
         self.report = ImageReport()
         self.touched: list[tuple[str, str]] = []
         self._counted: set[str] = set()  # blobs planned in this run (shared layers count once)
@@ -300,11 +302,17 @@ class ImageSync:
         return created if isinstance(created, str) else None
 
     def _fetch(self, repo: str, plan: TagPlan, path: str) -> bool:
-        """Store every piece of one tag; False (and a failure listed) if any is missing."""
+        """Store every piece of one tag; False (and a failure listed) if any is missing.
+
+        Layers download in parallel threads (hashing and writes release the GIL; one blob at
+        a time left the sync at 1.5x the curl floor); the report is updated here, in the
+        calling thread, from the results.
+        """
         manifests = {plan.manifest.digest: plan.manifest.data}
         manifests.update({c.digest: c.data for c in plan.children})
         manifests.update(plan.extra)
         ok = True
+        wanted: dict[str, Descriptor] = {}
         for _, d in plan.blobs:
             if self.store.has(d.digest):
                 self.report.blobs_present += 1
@@ -312,19 +320,30 @@ class ImageSync:
             if d.digest not in self._counted:
                 self._counted.add(d.digest)
                 self.report.bytes_to_fetch += d.size
-            if self.dry_run:
-                continue
-            try:
-                if d.digest in manifests:
-                    self.store.put_bytes(manifests[d.digest], d.digest)
-                else:
-                    self.client.fetch_blob(
-                        repo, d.digest, d.size, self.store, on_progress=self.on_progress
-                    )
+            wanted.setdefault(d.digest, d)
+        if self.dry_run:
+            return True
+
+        def one(d: Descriptor) -> Descriptor:
+            if d.digest in manifests:
+                self.store.put_bytes(manifests[d.digest], d.digest)
+            else:
+                self.client.fetch_blob(
+                    repo, d.digest, d.size, self.store, on_progress=self.on_progress
+                )
+            return d
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="layers") as pool:
+            futures = {pool.submit(one, d): d for d in wanted.values()}
+            for fut, d in futures.items():
+                try:
+                    fut.result()
+                except MirrorError as exc:
+                    ok = False
+                    self.report.errors.append(exc)
+                    self.report.failures.append(f"image {path}:{plan.tag} {d.digest}: {exc}")
+                    continue
+                if d.digest not in manifests:
                     self.report.blobs_fetched += 1
                     self.report.bytes_fetched += d.size
-            except MirrorError as exc:
-                ok = False
-                self.report.errors.append(exc)
-                self.report.failures.append(f"image {path}:{plan.tag} {d.digest}: {exc}")
         return ok
