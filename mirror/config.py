@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from mirror.errors import ConfigError
 from mirror.paths import default_home
 
-KINDS = ("model", "resource")
+KINDS = ("model", "resource", "image")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
     "b": 1,

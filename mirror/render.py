@@ -51,6 +51,9 @@ def download_command(entry: dict[str, Any], version: str | None) -> str:
     ref = entry["path"] + (f":{version}" if version else "")
     if kind in ("model", "resource"):
         return f"ngc registry {kind} download-version {ref} --dest ."
+    first = entry["path"].split("/", 1)[0]
+    if "." not in first and ":" not in first and first != "localhost":
+        ref = f"nvcr.io/{ref}"  # an NGC repository path: Docker's rule names no registry
     return f"docker pull {ref}"
 
 

@@ -191,6 +191,8 @@ class SyncEngine:
         return items
 
     def fetch_metadata(self, item: ListedEntry) -> RemoteEntry:
+        if item.kind == "image":
+            return self._image_metadata(item)
         info = self.source.info(item)
         versions = self.source.versions(item)
         remote = RemoteEntry(
@@ -205,6 +207,17 @@ class SyncEngine:
         for vid in wanted:
             by_id[vid].files = self.source.files(item, vid)
         return remote
+
+    def _image_metadata(self, item: ListedEntry) -> RemoteEntry:
+        """A container repository listed by NGC: its description and tags (metadata only;
+        image bytes come through `[[registry]]` sources, see mirror.image_sync)."""
+        info = self.source.info(item)
+        return RemoteEntry(
+            listed=item,
+            description=str(info.get("description") or ""),
+            short_description=str(info.get("shortDescription") or ""),
+            versions=self.source.image_tags(item),
+        )
 
     def _download(self, task: FileTask) -> tuple[str, int, int]:
         """Fetch one blob; return (digest, size, bytes received)."""

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-#: Entry kinds; "resource" is what the API calls a "recipe" (model scripts).
-KINDS = ("model", "resource")
+#: Entry kinds; "resource" is what the API calls a "recipe" (model scripts) and "image" a
+#: container image repository (whose versions are its tags).
+KINDS = ("model", "resource", "image")
 
 #: Date used when a test builds an entry without giving one.
 DEFAULT_DATE = "2019-03-01T10:00:00.000Z"
@@ -152,15 +153,20 @@ class FakeFile:
 
 @dataclass
 class FakeVersion:
-    """One version of an entry.
+    """One version of an entry (for an image entry: one tag).
 
     Attributes:
-        version_id: The version string (``versionId``), e.g. ``"1"`` or ``"v2.1"``.
+        version_id: The version string (``versionId``), e.g. ``"1"`` or ``"v2.1"``; for an
+            image, the tag, e.g. ``"19.10-py3"``.
         status: ``UPLOAD_COMPLETE`` or ``UPLOAD_PENDING``.
         created: ISO creation date.
         updated: ISO last-update date.
-        files: The files, in listing order.
+        files: The files, in listing order (none for an image tag).
         description: Free text shown as the version description.
+        digest: Image tags only: the manifest digest ``sha256:<64 hex>`` (derived from the
+            tag when None).
+        image_size: Image tags only: the image size in bytes (0 when None).
+        architectures: Image tags only: the architecture variants, first one primary.
     """
 
     version_id: str
@@ -169,6 +175,9 @@ class FakeVersion:
     updated: str = DEFAULT_DATE
     files: list[FakeFile] = field(default_factory=list)
     description: str = ""
+    digest: str | None = None
+    image_size: int | None = None
+    architectures: list[str] = field(default_factory=lambda: ["amd64"])
 
     @property
     def total_size(self) -> int:
@@ -187,10 +196,10 @@ class FakeVersion:
 
 @dataclass
 class FakeEntry:
-    """A model or resource (model script) of the catalog.
+    """A model, resource (model script) or image repository of the catalog.
 
     Attributes:
-        kind: ``"model"`` or ``"resource"``.
+        kind: ``"model"``, ``"resource"`` or ``"image"``.
         org: Organisation, e.g. ``"nvidia"``.
         team: Team or None.
         name: Machine name, e.g. ``"bert_tf_ckpt_large_qa_squad11_amp_384"``.
@@ -202,7 +211,7 @@ class FakeEntry:
         labels: Display labels (the search ``general`` label group).
         created: ISO creation date.
         updated: ISO last-update date (bumped by :meth:`FakeCatalog.touch`).
-        versions: Versions, newest first.
+        versions: Versions (tags for an image), newest first.
     """
 
     kind: str
@@ -352,12 +361,15 @@ def seed_catalog(
     file_size: int = 2048,
     limit: int | None = None,
     include_resources: bool = True,
+    include_images: bool = False,
 ) -> FakeCatalog:
     """Build the deterministic seed catalog from the 2019 NGC model listing.
 
     Every line of ``data/ngc-2019-models.txt`` becomes one model entry (duplicate display
     names get distinct machine names, e.g. ``_tf``/``_pyt`` or ``_2`` suffixes); with
-    include_resources a few model-script ("resource") entries are added. File contents are
+    include_resources a few model-script ("resource") entries are added, and with
+    include_images one image repository per line of ``data/ngc-2019-images.txt`` (org
+    ``nvidia``, 1-3 tags with fake digests and sizes). File contents are
     pseudo-random bytes derived from resource id, version and path, and all dates are fixed,
     so two calls return equal catalogs.
 
@@ -366,6 +378,8 @@ def seed_catalog(
         file_size: Approximate size of each file in bytes (sizes vary by up to +-12%).
         limit: Keep only the first ``limit`` models of the listing (resources are separate).
         include_resources: Also add the resource entries.
+        include_images: Also add the image repository entries (not affected by limit or
+            versions_per_entry).
 
     Returns:
         A new catalog.
@@ -377,4 +391,5 @@ def seed_catalog(
         file_size=file_size,
         limit=limit,
         include_resources=include_resources,
+        include_images=include_images,
     )

@@ -5,6 +5,8 @@ Path families (docs: ngc-api.md §4, §5, §8, §14.2), ``{kind}`` = ``models`` 
 * guest: ``/v2/{kind}/{org}[/{team}]/{name}[/versions[/{ver}[/files]]]`` and the download
   URL listing ``/v2/{kind}/org/{org}[/team/{team}]/{name}/{ver}/files``;
 * key mode: ``/v2/org/{org}[/team/{team}]/{kind}/{name}[...]`` (same tails);
+* container images (§7): guest ``/v2/repos/{org}[/{team}]/{repo}[/images]``, key mode
+  ``/v2/org/{org}[/team/{team}]/repos/{repo}[/images]`` (repository info, tag list);
 * search: ``/v2/search/catalog/resources/{TYPE}``, ``/v2/search/org/...``,
   ``/v2/search/subscriber/catalog/resources/{TYPE}``;
 * ``/token``, ``/v3/keys/get-caller-info``, ``/v2/products``;
@@ -219,6 +221,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._search(rest, query)
         if top in _KINDS:
             return self._guest(_KINDS[top], rest, query)
+        if top == "repos":
+            return self._guest_repos(rest, query)
         if top == "org":
             self._require_bearer()
             return self._key_mode(rest, query)
@@ -247,12 +251,35 @@ class Handler(BaseHTTPRequestHandler):
             if len(rest) < 4:
                 _not_found()
             team, rest = rest[1], rest[2:]
+        if rest[0] == "repos" and len(rest) >= 2:
+            return self._image(org, team, rest[1], rest[2:], query)
         if rest[0] not in _KINDS or len(rest) < 2:
             _not_found()
         kind, name, tail = _KINDS[rest[0]], rest[1], rest[2:]
         if len(tail) == 2 and tail[1] == "files" and tail[0] != "versions":
             return self._urls(kind, org, team, name, tail[0], query)
         self._artifact(kind, org, team, name, tail, query)
+
+    def _guest_repos(self, segs: list[str], query: dict[str, list[str]]) -> None:
+        # /v2/repos/{org}[/{team}]/{repo}[/images]: "o/r/images" is the tag list of o/r
+        # unless only a team repository o/r named "images" exists.
+        catalog, n = self.fake.catalog, len(segs)
+        if (
+            n == 3
+            and segs[2] == "images"
+            and (
+                catalog.get("image", segs[0], None, segs[1]) is not None
+                or catalog.get("image", segs[0], segs[1], segs[2]) is None
+            )
+        ):
+            return self._image(segs[0], None, segs[1], segs[2:], query)
+        if n == 2:
+            return self._image(segs[0], None, segs[1], [], query)
+        if n == 3:
+            return self._image(segs[0], segs[1], segs[2], [], query)
+        if n == 4 and segs[3] == "images":
+            return self._image(segs[0], segs[1], segs[2], segs[3:], query)
+        _not_found("Repository")
 
     # -- catalog lookups -------------------------------------------------------------
 
@@ -261,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
     ) -> tuple[FakeEntry, FakeVersion | None]:
         entry = self.fake.catalog.get(kind, org, team, name)
         if entry is None:
-            _not_found("Model" if kind == "model" else "Resource")
+            _not_found({"model": "Model", "image": "Repository"}.get(kind, "Resource"))
         if ver is None:
             return entry, None
         version = entry.version(ver)
@@ -321,6 +348,33 @@ class Handler(BaseHTTPRequestHandler):
         doc[f"{p}Files"] = [payloads.file_doc(f, version) for f in files]
         doc["paginationInfo"] = payloads.pagination_info(index, size, len(version.files))
         self._send_json(doc)
+
+    def _image(
+        self,
+        org: str,
+        team: str | None,
+        name: str,
+        tail: list[str],
+        query: dict[str, list[str]],
+    ) -> None:
+        if tail not in ([], ["images"]):
+            _not_found()
+        entry, _ = self._lookup("image", org, team, name)
+        if not tail:
+            return self._send_json(payloads.repository_doc(entry))
+        # Style B (§3.2): server-chosen page size, out-of-range pages are empty.
+        cap = self.fake.url_page_size
+        index, size = _int_param(query, "page-number", 0), _int_param(query, "page-size", cap)
+        if index < 0 or size < 1:
+            raise _HttpError(400, "page-size must be >= 1 and page-number >= 0")
+        size = min(size, cap)
+        tags = sorted(entry.versions, key=lambda t: (t.updated, t.version_id), reverse=True)
+        self._send_json(
+            {
+                "images": [payloads.image_doc(t) for t in tags[index * size : (index + 1) * size]],
+                "paginationInfo": payloads.pagination_info(index, size, len(tags), next_page=False),
+            }
+        )
 
     def _style_a(self, query: dict[str, list[str]]) -> tuple[int, int]:
         cap = self.fake.list_page_size

@@ -1,6 +1,6 @@
 """JSON documents of the fake NGC API, built from catalog objects.
 
-Field names and JSON types follow docs/ngc-api.md §4, §5, §8 and §13 exactly: the real
+Field names and JSON types follow docs/ngc-api.md §4, §5, §7, §8 and §13 exactly: the real
 client coerces types (a string "false" is truthy, a string where a list is expected is
 split into characters), so booleans stay booleans and sizes stay integers, except in
 search ``attributes`` whose values are always strings.
@@ -8,6 +8,7 @@ search ``attributes`` whose values are always strings.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from http import HTTPStatus
@@ -18,7 +19,7 @@ from .catalog import FakeEntry, FakeFile, FakeVersion
 JSON = dict[str, Any]
 
 #: Search resource type for each entry kind.
-SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE"}
+SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
 
 # HTTP status -> requestStatus.statusCode enum (§3.1); unknown codes get a generic value.
 _STATUS_CODES = {
@@ -104,13 +105,20 @@ def pagination_info(index: int, size: int, total: int, *, next_page: bool = True
 def search_resource(entry: FakeEntry) -> JSON:
     """One ``SearchResource`` of a search response (§8.2, §13.1)."""
     latest = entry.latest
-    attrs: list[tuple[str, str | None]] = [
-        ("latestVersionIdStr", latest.version_id if latest else None),
-        ("latestVersionSizeInBytes", str(latest.total_size) if latest else None),
-        ("application", entry.application),
-        ("framework", entry.framework),
-        ("precision", entry.precision),
-    ]
+    attrs: list[tuple[str, str | None]]
+    if entry.kind == "image":
+        attrs = [
+            ("latestTag", latest.version_id if latest else None),
+            ("size", str(image_size(latest)) if latest else None),
+        ]
+    else:
+        attrs = [
+            ("latestVersionIdStr", latest.version_id if latest else None),
+            ("latestVersionSizeInBytes", str(latest.total_size) if latest else None),
+            ("application", entry.application),
+            ("framework", entry.framework),
+            ("precision", entry.precision),
+        ]
     return {
         "resourceId": entry.resource_id,
         "resourceType": SEARCH_TYPES[entry.kind],
@@ -192,4 +200,86 @@ def file_doc(file: FakeFile, version: FakeVersion) -> JSON:
         "sizeInBytes": file.size,
         "sha256_base64": file.sha256_b64,
         "createdDate": version.created,
+    }
+
+
+# -- container images (§7, §13.7-13.10) --------------------------------------------------
+
+
+def image_size(tag: FakeVersion) -> int:
+    """Size in bytes of an image tag (0 when the tag has none)."""
+    return tag.image_size or 0
+
+
+def image_digest(tag: FakeVersion) -> str:
+    """The tag's digest, or one derived from its tag name when it has none."""
+    if tag.digest is not None:
+        return tag.digest
+    return "sha256:" + hashlib.sha256(f"tag:{tag.version_id}".encode()).hexdigest()
+
+
+def architecture_variants(tag: FakeVersion) -> list[JSON]:
+    """``ImageArchitectureVariant`` objects of a tag; the first one carries the tag digest."""
+    digest = image_digest(tag)
+    variants: list[JSON] = []
+    for i, arch in enumerate(tag.architectures):
+        v_digest = (
+            digest
+            if i == 0
+            else "sha256:" + hashlib.sha256(f"{digest}:{arch}".encode()).hexdigest()
+        )
+        variants.append(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "digest": v_digest,
+                "compressedSize": max(0, image_size(tag) * 11 // 25 - i * 1000),  # ~44%
+                "createdDate": tag.created,
+            }
+        )
+    return variants
+
+
+def repository_doc(entry: FakeEntry) -> JSON:
+    """The top-level ``Repository`` object of an image entry (§7, §13.8)."""
+    latest = entry.latest
+    doc: JSON = {
+        "name": entry.name,
+        "namespace": "/".join(p for p in (entry.org, entry.team) if p),
+        "displayName": entry.display_name,
+        "shortDescription": entry.description,
+        "description": f"# {entry.display_name}\n\n{entry.description}\n",
+        "updatedDate": entry.updated,
+        "tags": [t.version_id for t in entry.versions],
+        "labels": list(entry.labels),
+        "productNames": [],
+        "isPublic": True,
+        "canGuestPull": True,
+        "canPublicList": True,
+        "isMultiArchitecture": latest is not None and len(latest.architectures) > 1,
+        "hasSignedTag": False,
+        "isReadOnly": False,
+        "accessType": "LISTED",
+        "publisher": "NVIDIA",
+        "builtBy": "NVIDIA",
+    }
+    if latest is not None:
+        doc["latestTag"] = latest.version_id
+        doc["latestImageSize"] = image_size(latest)
+        doc["latestArchitectureVariants"] = architecture_variants(latest)
+    return doc
+
+
+def image_doc(tag: FakeVersion) -> JSON:
+    """One ``RepositoryImageDetails`` entry of a tag list (§7, §13.9)."""
+    return {
+        "tag": tag.version_id,
+        "size": image_size(tag),
+        "updatedDate": tag.updated,
+        "pushedDate": tag.created,
+        "digest": image_digest(tag),
+        "description": tag.description,
+        "isSigned": False,
+        "isMultiArchitecture": len(tag.architectures) > 1,
+        "architectureVariants": architecture_variants(tag),
     }

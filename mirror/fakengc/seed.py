@@ -16,6 +16,11 @@ from importlib import resources
 from .catalog import FakeCatalog, FakeEntry, FakeFile, FakeVersion, iso_date
 
 _MODELS_FILE = "ngc-2019-models.txt"
+_IMAGES_FILE = "ngc-2019-images.txt"
+_IMAGES_EPOCH = datetime(2019, 3, 4, 8, 0, tzinfo=UTC)
+# Repositories whose tags carry a "-py3" suffix, like the real framework containers.
+_PY3_IMAGES = {"pytorch", "tensorflow", "mxnet", "tensorrt", "tensorrt-inference-server"}
+_HPC_IMAGES = 18  # the listing starts with this many HPC application containers
 _MODELS_EPOCH = datetime(2019, 1, 7, 9, 0, tzinfo=UTC)
 _RESOURCES_EPOCH = datetime(2019, 2, 1, 14, 30, tzinfo=UTC)
 
@@ -84,11 +89,20 @@ _RESOURCES = (
 _RESOURCE_FILES = ("README.md", "scripts/run_training.sh", "requirements.txt")
 
 
+def _read_listing(filename: str) -> list[str]:
+    data = resources.files(__package__ or "mirror.fakengc").joinpath("data")
+    text = data.joinpath(filename).read_text("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def read_model_listing() -> list[str]:
     """Return the display names of the 2019 listing, duplicates kept, in file order."""
-    data = resources.files(__package__ or "mirror.fakengc").joinpath("data")
-    text = data.joinpath(_MODELS_FILE).read_text("utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return _read_listing(_MODELS_FILE)
+
+
+def read_image_listing() -> list[str]:
+    """Return the display names of the 2019 image listing, duplicates kept, in file order."""
+    return _read_listing(_IMAGES_FILE)
 
 
 def det_bytes(seed: str, size: int) -> bytes:
@@ -313,12 +327,76 @@ def _resource_entries(versions_per_entry: int, file_size: int) -> list[FakeEntry
     return entries
 
 
+def image_names(displays: list[str]) -> list[str]:
+    """Distinct repository names (``-`` slugs, ``-2`` suffixes for duplicates), in order."""
+    used: set[str] = set()
+    names: list[str] = []
+    for display in displays:
+        base = re.sub(r"[^a-z0-9]+", "-", display.lower()).strip("-") or "image"
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _image_entries() -> list[FakeEntry]:
+    displays = read_image_listing()
+    entries: list[FakeEntry] = []
+    for i, (display, name) in enumerate(zip(displays, image_names(displays), strict=True)):
+        h = int.from_bytes(hashlib.sha256(f"image\0{name}".encode()).digest()[:8], "big")
+        count = 1 + h % 3
+        created = _IMAGES_EPOCH + timedelta(days=3 * i, hours=i % 5)
+        suffix = "-py3" if name in _PY3_IMAGES else ""
+        arches = ["arm64"] if "l4t" in name else ["amd64", "arm64"] if h % 4 == 0 else ["amd64"]
+        tags: list[FakeVersion] = []
+        for k in range(count):  # oldest first, one month apart, ending at 19.10
+            tag = f"19.{10 - (count - 1 - k):02d}{suffix}"
+            t_created = created + timedelta(days=30 * k, hours=k + 1)
+            seed = f"{name}:{tag}"
+            digest = hashlib.sha256(seed.encode()).hexdigest()
+            size = 1_000_000_000 + int(digest[:12], 16) % 8_000_000_000
+            tags.append(
+                FakeVersion(
+                    version_id=tag,
+                    created=iso_date(t_created),
+                    updated=iso_date(t_created + timedelta(minutes=11)),
+                    description=f"Release {tag} of nvidia/{name}.",
+                    digest=f"sha256:{digest}",
+                    image_size=size,
+                    architectures=list(arches),
+                )
+            )
+        tags.reverse()  # newest first
+        entries.append(
+            FakeEntry(
+                kind="image",
+                org="nvidia",
+                team=None,
+                name=name,
+                display_name=display,
+                description=(
+                    f"{display}: GPU-optimized container image from the 2019 NGC catalog "
+                    "listing. Synthetic repository served by the mirror fake NGC server; its "
+                    "tags, digests and sizes are fake."
+                ),
+                labels=["HPC" if i < _HPC_IMAGES else "Deep Learning", "Container"],
+                created=iso_date(created),
+                updated=tags[0].updated,
+                versions=tags,
+            )
+        )
+    return entries
+
+
 def build_seed(
     *,
     versions_per_entry: int = 2,
     file_size: int = 2048,
     limit: int | None = None,
     include_resources: bool = True,
+    include_images: bool = False,
 ) -> FakeCatalog:
     """Build the seed catalog; see :func:`mirror.fakengc.catalog.seed_catalog`.
 
@@ -327,6 +405,7 @@ def build_seed(
         file_size: Approximate file size in bytes.
         limit: Maximum number of model entries.
         include_resources: Also add the resource entries.
+        include_images: Also add the image repository entries.
 
     Returns:
         A new catalog.
@@ -336,4 +415,6 @@ def build_seed(
     entries = _model_entries(versions_per_entry, file_size, limit)
     if include_resources:
         entries += _resource_entries(versions_per_entry, file_size)
+    if include_images:
+        entries += _image_entries()
     return FakeCatalog(entries=entries)

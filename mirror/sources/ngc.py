@@ -25,7 +25,7 @@ from mirror.config import NgcSettings
 from mirror.errors import HTTPStatusError, ProtocolError, UpstreamError
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteFile, RemoteVersion
-from mirror.paths import safe_relpath
+from mirror.paths import safe_relpath, validate_digest
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 KIND_SHAPES = {
     "model": ("MODEL", "models", "model", "modelVersions", "modelVersion", "modelFiles"),
     "resource": ("RECIPE", "resources", "recipe", "recipeVersions", "recipeVersion", "recipeFiles"),
+    # container repositories: top-level Repository body; tags via /images (§7)
+    "image": ("CONTAINER", "repos", "", "images", "", ""),
 }
+_KIND_OF = {"MODEL": "model", "RECIPE": "resource", "CONTAINER": "image"}
 SEARCH_FIELDS = [
     "attributes",
     "createdBy",
@@ -270,7 +273,10 @@ class NgcSource:
         for lab in _list(res.get("labels"), "labels", url):
             if isinstance(lab, dict) and lab.get("key") == "general":
                 labels.extend(str(v) for v in _list(lab.get("values"), "label values", url))
-        kind = "model" if stype == "MODEL" else "resource"
+        kind = _KIND_OF[stype]
+        if kind == "image":  # containers list their newest tag and size under other keys
+            attrs.setdefault("latestVersionIdStr", attrs.get("latestTag", ""))
+            attrs.setdefault("latestVersionSizeInBytes", attrs.get("size", ""))
         return ListedEntry(
             kind=kind,
             org=org,
@@ -290,11 +296,53 @@ class NgcSource:
 
     # -- one entry -------------------------------------------------------------------------
     def info(self, e: ListedEntry) -> dict[str, Any]:
-        """The entry's info object (`model` / `recipe`)."""
+        """The entry's info object (`model` / `recipe`; a container's body is the object)."""
         key = KIND_SHAPES[e.kind][2]
         url = f"{self._entry_base(e.kind, e.org, e.team, e.name)}?resolve-labels=false"
         body = _obj(self._get(url, e.org, e.team), "info", url)
+        if not key:
+            if "latestTag" in body:
+                body.setdefault("latestVersionIdStr", body["latestTag"])
+            return body
         return _obj(body.get(key, {}), key, url)
+
+    def image_tags(self, e: ListedEntry) -> list[RemoteVersion]:
+        """A container repository's tags, newest first (§7, pagination style B)."""
+        base = f"{self._entry_base(e.kind, e.org, e.team, e.name)}/images"
+        out: list[RemoteVersion] = []
+        page = 0
+        while True:
+            url = f"{self.base}{base}" + (f"?page-number={page}" if page else "")
+            body = _obj(self._get(url, e.org, e.team), "tag list", url)
+            images = _list(body.get("images"), "images", url)
+            for img in images:
+                img = _obj(img, "image", url)
+                tag = img.get("tag")
+                if not isinstance(tag, str) or not tag:
+                    raise ProtocolError("tag entry without tag", url=url)
+                digest = img.get("digest")
+                if digest is not None:
+                    try:
+                        validate_digest(str(digest))
+                    except Exception:
+                        raise ProtocolError(f"tag {tag!r} has an invalid digest", url=url) from None
+                out.append(
+                    RemoteVersion(
+                        version=tag,
+                        status="UPLOAD_COMPLETE",
+                        size=_int(img.get("size")),
+                        created=_str(img.get("updatedDate")),
+                        updated=_str(img.get("updatedDate")),
+                        description=_str(img.get("description")) or "",
+                        manifest_digest=_str(digest),
+                    )
+                )
+            info = body.get("paginationInfo")
+            total = _int(info.get("totalResults")) if isinstance(info, dict) else None
+            size = _int(info.get("size")) if isinstance(info, dict) else None
+            page += 1
+            if not images or not total or not size or page * size >= total:
+                return out
 
     def _pages(self, path: str, key: str, e: ListedEntry) -> Iterator[dict[str, Any]]:
         """Style A pagination: first page, then page-number=1.. totalPages-1 (§3.2)."""
