@@ -24,6 +24,9 @@ from mirror.errors import ConfigError
 from mirror.paths import default_home
 
 KINDS = ("model", "resource", "image")
+# what a [[select]] fetches bytes for unless it names kinds: images are many GB each, so
+# pulling them is always asked for explicitly (kinds = ["image"])
+SELECT_KINDS = ("model", "resource")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {
     "b": 1,
@@ -85,6 +88,9 @@ class NgcSettings:
     team: str = ""
     kinds: tuple[str, ...] = KINDS
     search_page_size: int = 100
+    # where NGC's container images live (selected tags are pulled from here with the API key)
+    registry_url: str = "https://nvcr.io"
+    platforms: tuple[str, ...] = ("linux/amd64",)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class Selection:
     """One `[[select]]` table: which entries get their bytes mirrored."""
 
     pattern: str = "*"
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = SELECT_KINDS
     latest: int | None = 1
     max_size: int | None = None
 
@@ -219,7 +225,7 @@ def _selection(raw: Any, i: int) -> Selection:
     pattern = raw.get("pattern", "*")
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f"{where}.pattern: expected a glob like 'nvidia/*'")
-    kinds = _coerce(raw.get("kinds", list(KINDS)), KINDS, "tuple", f"{where}.kinds")
+    kinds = _coerce(raw.get("kinds", list(SELECT_KINDS)), KINDS, "tuple", f"{where}.kinds")
     for k in kinds:
         if k not in KINDS:
             raise ConfigError(f"{where}.kinds: unknown kind {k!r}", hint=f"use {', '.join(KINDS)}")
@@ -282,6 +288,7 @@ def _build(
             raise ConfigError(f"[ngc].kinds: unknown kind {k!r}", hint=f"use {', '.join(KINDS)}")
     ngc = _replace(
         ngc,
+        registry_url=_check_url(ngc.registry_url, "[ngc].registry_url"),
         api_url=_check_url(ngc.api_url, "[ngc].api_url"),
         auth_url=_check_url(ngc.auth_url, "[ngc].auth_url"),
     )

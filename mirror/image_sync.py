@@ -97,10 +97,14 @@ class ImageSync:
         store: BlobStore,
         db: Database,
         *,
+        ngc: RemoteEntry | None = None,
         dry_run: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.source = source
+        # an NGC-listed repository: the entry keeps NGC's path and description and all of
+        # NGC's tags; this job adds the bytes of the selected tags (source.tags, exact names)
+        self.ngc = ngc
         self.client = RegistryClient(
             source.url, http, username=source.username, password=source.password
         )
@@ -133,11 +137,15 @@ class ImageSync:
     def _repo(self, repo: str, snapshot_id: int | None) -> None:
         org, team, name = _entry_parts(self.source.name, repo)
         path = f"{self.source.name}/{repo}"
-        tags = [
-            t
-            for t in self.client.tags(repo)
-            if any(fnmatch.fnmatchcase(t, g) for g in self.source.tags)
-        ]
+        if self.ngc is not None:
+            path = self.ngc.listed.path
+            tags = list(self.source.tags)  # NGC already chose them: no tag listing needed
+        else:
+            tags = [
+                t
+                for t in self.client.tags(repo)
+                if any(fnmatch.fnmatchcase(t, g) for g in self.source.tags)
+            ]
         self.report.tags_listed += len(tags)
         known = self._known(path)
         plans = []
@@ -190,14 +198,25 @@ class ImageSync:
             display_name=repo,
             latest_version=versions[0].version if versions else None,
         )
+        remote = RemoteEntry(listed=listed, versions=versions)
+        stamp = None
+        if self.ngc is not None:  # NGC's metadata and every NGC tag; ours carry the bytes
+            mine = {v.version: v for v in versions}
+            merged = [mine.get(v.version, v) for v in self.ngc.versions]
+            remote = RemoteEntry(
+                listed=self.ngc.listed,
+                description=self.ngc.description,
+                short_description=self.ngc.short_description,
+                versions=merged,
+            )
+            ok = len(stored) == sum(len(v.files or []) for v in versions)
+            stamp = self.ngc.listed.stamp if ok else None
         with self.db.session() as s:
             for plan in chosen:
                 for p, d in plan.blobs:
                     if f"{plan.tag}/{p}" in stored:
                         catalog.record_blob(s, d.digest, d.size, d.media_type)
-            catalog.upsert_entry(
-                s, RemoteEntry(listed=listed, versions=versions), snapshot_id, stored, stamp=None
-            )
+            catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=stamp)
         self.touched.append(("image", path))
 
     def _expand(self, repo: str, plan: TagPlan) -> None:

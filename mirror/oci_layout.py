@@ -21,6 +21,28 @@ from mirror.paths import MirrorPaths
 from mirror.schema import Blob, Entry, Version
 
 REF_NAME = "org.opencontainers.image.ref.name"
+DEFAULT_REGISTRY = "nvcr.io"
+
+
+def set_registry_name(db: Database, name: str) -> None:
+    """Remember which registry NGC's repositories came from (a test peer, a chained mirror)."""
+    from mirror.schema import Meta
+
+    with db.session() as s:
+        row = s.get(Meta, "ngc_registry")
+        if row is None:
+            s.add(Meta(key="ngc_registry", value=name))
+        else:
+            row.value = name
+
+
+def reference(path: str, registry: str) -> str:
+    """Docker's rule: a first component with '.' or ':' (or 'localhost') names a registry;
+    otherwise the repository is NGC's and lives on `registry`."""
+    first = path.split("/", 1)[0]
+    if "." in first or ":" in first or first == "localhost":
+        return path
+    return f"{registry}/{path}"
 
 
 def index_document(
@@ -28,8 +50,12 @@ def index_document(
 ) -> dict[str, Any]:
     """The index of every publishable image tag; restricted to entries in `paths` and to
     tags whose every piece is in `blobs` when given (a bundle's own index.json)."""
+    from mirror.schema import Meta
+
     manifests = []
     with db.session() as s:
+        meta = s.get(Meta, "ngc_registry")
+        registry = meta.value if meta else DEFAULT_REGISTRY
         entries = s.scalars(
             select(Entry)
             .where(Entry.kind == "image", Entry.removed_snapshot_id.is_(None))
@@ -60,7 +86,7 @@ def index_document(
                         or "application/vnd.oci.image.manifest.v1+json",
                         "digest": digest,
                         "size": blob.size,
-                        "annotations": {REF_NAME: f"{e.path}:{v.version}"},
+                        "annotations": {REF_NAME: f"{reference(e.path, registry)}:{v.version}"},
                     }
                 )
     return {**EMPTY_INDEX, "manifests": manifests}

@@ -84,10 +84,6 @@ def select_versions(
 ) -> list[str]:
     """Version ids whose bytes the config wants: per matching `[[select]]`, the `latest` N
     complete uploads within `max_size`; the union over selections, newest first."""
-    if kind == "image":
-        # NGC-listed container repositories are catalogued, not fetched, by the NGC path:
-        # their bytes come from a registry (`[[registry]]`, mirror.image_sync)
-        return []
     chosen: dict[str, None] = {}
     ordered = newest_first(v for v in versions if v.status == COMPLETE)
     for sel in matching(selections, kind, path):

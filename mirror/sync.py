@@ -19,7 +19,7 @@ from typing import Any
 
 from mirror import catalog
 from mirror.blobstore import BlobStore
-from mirror.config import Settings
+from mirror.config import RegistrySource, Settings
 from mirror.db import Database, open_catalog_db
 from mirror.errors import HTTPStatusError, IntegrityError, MirrorError, UpstreamError
 from mirror.fsutil import MirrorLock
@@ -146,6 +146,7 @@ class SyncEngine:
         self.source = NgcSource(settings.ngc, self.http, guest_token=_guest_token(self.paths))
         self.urls = UrlCache(self.source)
         self.errors: list[MirrorError] = []
+        self._remotes: list[RemoteEntry] = []
 
     # -- phases ----------------------------------------------------------------------------
     def sync_images(
@@ -155,12 +156,17 @@ class SyncEngine:
         from mirror.image_sync import ImageSync
 
         touched: list[tuple[str, str]] = []
-        for source in self.settings.registries:
+        jobs: list[tuple[RegistrySource, RemoteEntry | None]] = [
+            (source, None) for source in self.settings.registries
+        ]
+        jobs += self._ngc_image_jobs(db)
+        for source, ngc in jobs:
             job = ImageSync(
                 source,
                 self.http,
                 self.store,
                 db,
+                ngc=ngc,
                 dry_run=report.dry_run,
                 on_progress=self.progress.advance,
             )
@@ -183,6 +189,39 @@ class SyncEngine:
             # turn a source with good tags into "nothing refreshed" (exit 3, no index.json)
             report.refreshed += len(job.touched)
         return touched
+
+    def _ngc_image_jobs(self, db: Database) -> list[tuple[RegistrySource, RemoteEntry | None]]:
+        """One registry job per NGC-listed repository with selected tags (nvcr.io, with the
+        API key as `$oauthtoken`'s password, or anonymous)."""
+        from urllib.parse import urlsplit
+
+        ngc = self.settings.ngc
+        name = urlsplit(ngc.registry_url).netloc
+        jobs: list[tuple[RegistrySource, RemoteEntry | None]] = []
+        for remote in self._remotes:
+            li = remote.listed
+            if li.kind != "image":
+                continue
+            tags = select_versions("image", li.path, remote.versions, self.settings.select)
+            if not tags:
+                continue
+            caps = [s.max_size for s in self.settings.select if s.matches("image", li.path)]
+            source = RegistrySource(
+                url=ngc.registry_url,
+                name=name,
+                repositories=(li.path,),
+                tags=tuple(tags),
+                platforms=ngc.platforms,
+                max_size=None if None in caps or not caps else max(c for c in caps if c),
+                username="$oauthtoken" if ngc.api_key else None,
+                password=ngc.api_key,
+            )
+            jobs.append((source, remote))
+        if jobs and not self.settings.ngc.registry_url.endswith("nvcr.io"):
+            from mirror.oci_layout import set_registry_name
+
+            set_registry_name(db, name)
+        return jobs
 
     def list_upstream(self) -> list[ListedEntry]:
         items: list[ListedEntry] = []
@@ -357,7 +396,7 @@ class SyncEngine:
         if total_fail:
             raise self.errors[0]
         self._update_index(db, plan, report, touched)
-        if self.settings.registries:
+        if self.settings.registries or "image" in self.settings.ngc.kinds:
             from mirror.oci_layout import write_index
 
             write_index(self.paths, db)
@@ -395,6 +434,7 @@ class SyncEngine:
                 except MirrorError as exc:
                     self.errors.append(exc)
                     report.failures.append(f"{item.kind} {item.path}: {exc}")
+        self._remotes = remotes
         tasks, per_entry = self._file_tasks(remotes, report)
         if report.dry_run:
             return

@@ -1,0 +1,66 @@
+"""NGC-listed repositories whose tags a [[select]] picks are pulled from NGC's registry
+(a real docker-registry standing in for nvcr.io) into the same store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mirror.fakengc import FakeCatalog, FakeEntry, FakeNGC, FakeVersion
+from tests.conftest import cli_env, require_tool, run_mirror
+from tests.registry_peer import Registry, build_layout, skopeo, skopeo_copy
+
+
+def test_selected_ngc_image_tags_are_pulled_from_the_registry(tmp_path: Path) -> None:
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    layout = build_layout(tmp_path / "layout")
+    skopeo_home = tmp_path / "skopeo-home"
+    cat = FakeCatalog()
+    cat.add(
+        FakeEntry(
+            kind="image",
+            org="nvidia",
+            team=None,
+            name="single",
+            display_name="Single Image",
+            description="A test container from NGC.",
+            updated="2026-02-01T00:00:00.000Z",
+            versions=[
+                FakeVersion(
+                    "v2", created="2026-02-01T00:00:00.000Z", updated="2026-02-01T00:00:00.000Z"
+                ),
+                FakeVersion(
+                    "v1", created="2026-01-01T00:00:00.000Z", updated="2026-01-01T00:00:00.000Z"
+                ),
+            ],
+        )
+    )
+    home = tmp_path / "mirror"
+    with Registry(tmp_path / "reg") as reg, FakeNGC(cat) as fake:
+        for tag in ("v1", "v2"):
+            skopeo_copy(layout.root, "single", reg.host, "nvidia/single", tag, home=skopeo_home)
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'[ngc]\napi_url = "{fake.url}"\nregistry_url = "{reg.url}"\n'
+            'kinds = ["image"]\n\n[[select]]\npattern = "nvidia/*"\n'
+            'kinds = ["image"]\nlatest = 1\n'
+        )
+        env = cli_env(home, fake.url)
+        env.pop("MIRROR_NGC_API_URL")
+        first = run_mirror(["--config", str(cfg), "sync", "--json"], env)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["files_fetched"] > 0
+        index = json.loads((home / "index.json").read_text())
+        refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+        assert refs == [f"{reg.host}/nvidia/single:v2"]  # latest = 1: only the newest tag
+        skopeo("copy", "-q", f"oci:{home}:{refs[0]}", f"dir:{tmp_path / 'out'}", home=skopeo_home)
+        shown = json.loads(run_mirror(["show", "nvidia/single", "--json"], env).stdout)
+        assert "A test container from NGC." in shown["entry"]["description"]
+        versions = {v["version"]: v for v in shown["versions"]}
+        assert set(versions) == {"v1", "v2"}  # every NGC tag is catalogued
+        assert versions["v2"]["mirrored"] and not versions["v1"]["mirrored"]
+        again = run_mirror(["--config", str(cfg), "sync", "--json"], env)
+        assert again.returncode == 0, again.stderr
+        doc = json.loads(again.stdout)
+        assert doc["files_fetched"] == 0 and doc["unchanged"] == 1
