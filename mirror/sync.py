@@ -159,7 +159,7 @@ class SyncEngine:
         jobs: list[tuple[RegistrySource, RemoteEntry | None]] = [
             (source, None) for source in self.settings.registries
         ]
-        jobs += self._ngc_image_jobs(db)
+        jobs += self._ngc_image_jobs(db, dry_run=report.dry_run)
         for source, ngc in jobs:
             job = ImageSync(
                 source,
@@ -190,7 +190,9 @@ class SyncEngine:
             report.refreshed += len(job.touched)
         return touched
 
-    def _ngc_image_jobs(self, db: Database) -> list[tuple[RegistrySource, RemoteEntry | None]]:
+    def _ngc_image_jobs(
+        self, db: Database, *, dry_run: bool
+    ) -> list[tuple[RegistrySource, RemoteEntry | None]]:
         """One registry job per NGC-listed repository with selected tags (nvcr.io, with the
         API key as `$oauthtoken`'s password, or anonymous)."""
         from urllib.parse import urlsplit
@@ -217,7 +219,7 @@ class SyncEngine:
                 password=ngc.api_key,
             )
             jobs.append((source, remote))
-        if jobs and not self.settings.ngc.registry_url.endswith("nvcr.io"):
+        if jobs and not dry_run and not self.settings.ngc.registry_url.endswith("nvcr.io"):
             from mirror.oci_layout import set_registry_name
 
             set_registry_name(db, name)
