@@ -424,6 +424,29 @@ def _home() -> Path:
     return Path(_settings().home)
 
 
+# -- serve ------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
+) -> int:
+    """Serve the mirror read-only to docker/podman/skopeo (OCI distribution pull API)."""
+    _setup_logging()
+    from mirror.paths import MirrorPaths
+    from mirror.serve import run
+
+    paths = MirrorPaths(_settings().home)
+    if not paths.index_json.exists():
+        raise MirrorError(
+            f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
+        )
+    sys.stderr.write(f"serving {paths.root} on http://{host}:{port}/v2/ (read-only)\n")
+    run(paths.root, host=host, port=port)
+    return 0
+
+
 # -- db ---------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade() -> int:

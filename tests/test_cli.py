@@ -24,6 +24,7 @@ COMMANDS = [
     "import",
     "bundle inspect",
     "keys generate",
+    "serve",
     "db upgrade",
 ]
 
