@@ -122,3 +122,17 @@ def test_dry_run_plans_bytes_and_changes_nothing(home: Path) -> None:
         assert real.new == 5 and real.bytes_fetched == expected
         again = run_sync(s, dry_run=True)
         assert again.bytes_to_fetch == 0 and again.unchanged == 5
+
+
+def test_paged_download_listing_and_tag_lists_are_walked_to_the_end(home: Path) -> None:
+    cat = seed_catalog(limit=4, include_images=True)
+    with FakeNGC(cat, url_page_size=1) as fake:  # one URL (and one tag) per page
+        report = run_sync(make_settings(home, fake.url))
+        assert report.outcome == "ok", report.failures
+        entries = cat.of_kind("model") + cat.of_kind("resource")
+        files = [f for e in entries for f in e.versions[0].files]
+        assert report.files_fetched == len(files) and len(files) > len(entries)
+        with db_of(home).session() as sess:
+            for img in cat.of_kind("image"):
+                e = sess.scalar(select(Entry).where(Entry.path == img.resource_id))
+                assert e is not None and len(e.versions) == len(img.versions)

@@ -310,12 +310,8 @@ class NgcSource:
         """A container repository's tags, newest first (§7, pagination style B)."""
         base = f"{self._entry_base(e.kind, e.org, e.team, e.name)}/images"
         out: list[RemoteVersion] = []
-        page = 0
-        while True:
-            url = f"{self.base}{base}" + (f"?page-number={page}" if page else "")
-            body = _obj(self._get(url, e.org, e.team), "tag list", url)
-            images = _list(body.get("images"), "images", url)
-            for img in images:
+        for url, body in self._pages_b(base, "images", e):
+            for img in _list(body.get("images"), "images", url):
                 img = _obj(img, "image", url)
                 tag = img.get("tag")
                 if not isinstance(tag, str) or not tag:
@@ -337,12 +333,22 @@ class NgcSource:
                         manifest_digest=_str(digest),
                     )
                 )
+        return out
+
+    def _pages_b(self, path: str, key: str, e: ListedEntry) -> Iterator[tuple[str, Any]]:
+        """Style B pagination (§3.2): page-number=1.. while totalResults exceeds what was
+        seen; yields (url, body) and stops at a page whose `key` list is empty."""
+        page = 0
+        while True:
+            url = f"{self.base}{path}" + (f"?page-number={page}" if page else "")
+            body = _obj(self._get(url, e.org, e.team), key, url)
+            yield url, body
             info = body.get("paginationInfo")
             total = _int(info.get("totalResults")) if isinstance(info, dict) else None
             size = _int(info.get("size")) if isinstance(info, dict) else None
             page += 1
-            if not images or not total or not size or page * size >= total:
-                return out
+            if not body.get(key) or not total or not size or page * size >= total:
+                return
 
     def _pages(self, path: str, key: str, e: ListedEntry) -> Iterator[dict[str, Any]]:
         """Style A pagination: first page, then page-number=1.. totalPages-1 (§3.2)."""
@@ -417,10 +423,7 @@ class NgcSource:
             else f"/v2/{seg}/{keyed}/{n}/{v}/files"
         )
         out: dict[str, str] = {}
-        page = 0
-        while True:
-            url = f"{self.base}{path}" + (f"?page-number={page}" if page else "")
-            body = _obj(self._get(url, e.org, e.team), "download listing", url)
+        for url, body in self._pages_b(path, "filepath", e):
             paths = _list(body.get("filepath"), "filepath", url)
             urls = _list(body.get("urls"), "urls", url)
             if len(paths) != len(urls):
@@ -428,12 +431,7 @@ class NgcSource:
             for p, u in zip(paths, urls, strict=True):
                 if isinstance(p, str) and isinstance(u, str):
                     out[p] = u
-            info = body.get("paginationInfo")
-            total = _int(info.get("totalResults")) if isinstance(info, dict) else None
-            size = _int(info.get("size")) if isinstance(info, dict) else None
-            page += 1
-            if not paths or not total or not size or page * size >= total:
-                return out
+        return out
 
     def download_headers(self) -> Mapping[str, str]:
         """Presigned URLs carry their own authorisation: send nothing of ours (§2.1)."""
