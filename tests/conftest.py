@@ -113,3 +113,14 @@ def run_mirror(
     return subprocess.run(
         mirror_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
+
+
+def wait_for(cond: object, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll `cond()` until true; fail naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.02)

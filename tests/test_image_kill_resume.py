@@ -57,6 +57,7 @@ def test_kill_9_mid_layer_then_rerun_resumes_with_range(tmp_path: Path) -> None:
         try:
             wait_for(
                 lambda: any(p.stat().st_size > MiB for p in partials(home)),
+                timeout=30.0,
                 what="a partial layer download",
             )
             os.kill(proc.pid, signal.SIGKILL)

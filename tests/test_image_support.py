@@ -25,14 +25,24 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
-from tests.conftest import cli_env, run_mirror
-from tests.registry_peer import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, skopeo_copy
+from tests.conftest import (
+    cli_env,
+    run_mirror,
+    wait_for,  # noqa: F401  (re-exported for the image tests)
+)
+from tests.registry_peer import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Layout,
+    _Server,
+    skopeo_copy,
+)
 
 MiB = 1 << 20
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -209,14 +219,6 @@ def skopeo_out(home: Path, ref: str, dest: Path, *, skopeo_home: Path) -> Path:
     return dest
 
 
-def wait_for(cond: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
-
-
 # -- a streaming, throttling, recording proxy ------------------------------------------------
 @dataclass
 class Hit:
@@ -277,7 +279,7 @@ class _StreamHandler(BaseHTTPRequestHandler):
             conn.close()
 
 
-class StreamProxy:
+class StreamProxy(_Server):
     """Forwards every request to `upstream`, streaming bodies; blob bodies are throttled to
     `rate` bytes/s while `rate` is set. Records each request (`hits`), its Range header, the
     status and how many body bytes reached the client."""
@@ -288,26 +290,8 @@ class StreamProxy:
         self.rate = rate
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _StreamHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.owner = self  # type: ignore[attr-defined]
-        self.port = int(self.httpd.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(_StreamHandler)
 
     def blob_hits(self, digest: str) -> list[Hit]:
         with self.lock:
             return [h for h in self.hits if h.path.endswith(f"/blobs/{digest}")]
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)

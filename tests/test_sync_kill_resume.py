@@ -5,21 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from mirror.fakengc import FakeEntry, FakeFile, FakeNGC, FakeVersion, Fault, seed_catalog
-from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror, write_config
+from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror, wait_for, write_config
 
 BIG = 4 * 1024 * 1024
-
-
-def _wait_for(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _partials(home: Path) -> list[Path]:
@@ -53,7 +44,7 @@ def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_pat
             stderr=subprocess.PIPE,
         )
         try:
-            _wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in _partials(home)))
+            wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in _partials(home)))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
@@ -96,7 +87,7 @@ def test_second_concurrent_sync_exits_5_naming_the_holder(home: Path, tmp_path: 
             stderr=subprocess.PIPE,
         )
         try:
-            _wait_for(lambda: fake.count(r"^/_dl/") > 0)
+            wait_for(lambda: fake.count(r"^/_dl/") > 0)
             second = run_mirror(["--config", str(cfg), "sync"], env)
             assert second.returncode == 5, second.stderr
             assert f"pid {first.pid}" in second.stderr and "started" in second.stderr
