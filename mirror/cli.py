@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from mirror.errors import MirrorError, PartialRunError
+from mirror.errors import MirrorError, PartialRunError, UsageError
 from mirror.render import human_bytes
 
 app = typer.Typer(
@@ -428,22 +428,68 @@ def _home() -> Path:
 @app.command()
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to bind (loopback by default).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 5000,
+        str | None, typer.Option("--host", help="Address to bind ([serve] host: 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port ([serve] port: 5000).")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve https.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Require one of these read tokens (one per line)."),
+    ] = None,
+    reverify: Annotated[
+        str | None,
+        typer.Option("--reverify", help="Re-hash blobs before serving: first, always, never."),
+    ] = None,
 ) -> int:
-    """Serve the mirror read-only to docker/podman/skopeo (OCI distribution pull API)."""
+    """Serve the mirror read-only: registry API (docker/podman/skopeo), NGC API (ngc tooling,
+    downstream mirrors) and web pages, on one port."""
     _setup_logging()
+    from mirror.config import REVERIFY
     from mirror.paths import MirrorPaths
     from mirror.serve import run
+    from mirror.serve.auth import read_token_file
 
-    paths = MirrorPaths(_settings().home)
-    if not paths.index_json.exists():
+    settings = _settings()
+    conf = settings.serve
+    paths = MirrorPaths(settings.home)
+    if not paths.db.exists():
         raise MirrorError(
             f"no mirror at {paths.root}", hint="run `mirror sync` first, or set MIRROR_HOME"
         )
-    sys.stderr.write(f"serving {paths.root} on http://{host}:{port}/v2/ (read-only)\n")
-    run(paths.root, host=host, port=port)
+    cert = str(tls_cert) if tls_cert else conf.tls_cert
+    key = str(tls_key) if tls_key else conf.tls_key
+    if bool(cert) != bool(key):
+        raise UsageError("--tls-cert and --tls-key go together", hint="give both or neither")
+    for pem in (cert, key):
+        if pem and not Path(pem).is_file():
+            raise UsageError(f"no such file: {pem}", hint="give the PEM files of the certificate")
+    policy = reverify or conf.reverify
+    if policy not in REVERIFY:
+        raise UsageError(f"unknown --reverify {policy!r}", hint=f"use {', '.join(REVERIFY)}")
+    tokens_path = token_file or (Path(conf.token_file) if conf.token_file else None)
+    tokens = read_token_file(tokens_path) if tokens_path else None
+    bind_host = host or conf.host
+    bind_port = conf.port if port is None else port
+    scheme = "https" if cert else "http"
+    shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+    sys.stderr.write(
+        f"serving {paths.root} read-only on {scheme}://{shown}:{bind_port}/ "
+        f"(registry /v2/, NGC API, web){' with read tokens' if tokens else ''}\n"
+    )
+    run(
+        paths.root,
+        host=bind_host,
+        port=bind_port,
+        tokens=tokens,
+        reverify=policy,
+        tls_cert=cert,
+        tls_key=key,
+    )
     return 0
 
 

@@ -101,12 +101,31 @@ class HttpSettings:
     max_backoff: float = 60.0
     concurrency: int = 4
     trust_env: bool = False
+    # PEM file of CA certificates to trust in addition to the system's (an upstream `mirror
+    # serve` with its own CA); empty = system trust only
+    ca_bundle: str = ""
 
 
 @dataclass(frozen=True)
 class BundleSettings:
     verify_key: str = ""  # ed25519 public key file; when set, imports must verify with it
     require_signature: bool = False
+
+
+REVERIFY = ("first", "always", "never")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    tls_cert: str = ""  # PEM certificate (chain); with tls_key, serve https
+    tls_key: str = ""
+    # file of accepted read tokens, one per line ('#' comments); empty = reads are open
+    token_file: str = ""
+    # when blobs are re-hashed before they are served: "first" time per process (and after a
+    # file changes), "always", or "never" (trust the store)
+    reverify: str = "first"
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,7 @@ class Settings:
     ngc: NgcSettings = field(default_factory=NgcSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     bundle: BundleSettings = field(default_factory=BundleSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     select: tuple[Selection, ...] = ()
     registries: tuple[RegistrySource, ...] = ()
     source: str | None = None  # the config file these came from, for messages
@@ -273,7 +293,7 @@ def load_settings(
 def _build(
     raw: dict[str, Any], environ: Mapping[str, str], home: Path | None, source: str | None
 ) -> Settings:
-    allowed = {"home", "ngc", "http", "bundle", "select", "registry"}
+    allowed = {"home", "ngc", "http", "bundle", "serve", "select", "registry"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(
@@ -298,6 +318,16 @@ def _build(
     bundle = _section(BundleSettings, raw.get("bundle", {}), "bundle", environ)
     if bundle.verify_key:
         bundle = _replace(bundle, require_signature=True)
+    serve = _section(ServeSettings, raw.get("serve", {}), "serve", environ)
+    if serve.reverify not in REVERIFY:
+        raise ConfigError(
+            f"[serve].reverify: unknown policy {serve.reverify!r}",
+            hint=f"use {', '.join(REVERIFY)}",
+        )
+    if bool(serve.tls_cert) != bool(serve.tls_key):
+        raise ConfigError("[serve]: tls_cert and tls_key go together", hint="set both or neither")
+    if serve.port > 65535:
+        raise ConfigError(f"[serve].port: {serve.port} is not a TCP port")
     select_raw = raw.get("select", [])
     if not isinstance(select_raw, list):
         raise ConfigError("select: use [[select]] tables")
@@ -318,6 +348,7 @@ def _build(
         ngc=ngc,
         http=http,
         bundle=bundle,
+        serve=serve,
         select=select,
         registries=registries,
         source=source,

@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,14 @@ import httpx
 
 from mirror.blobstore import BlobWriter
 from mirror.config import HttpSettings
-from mirror.errors import HTTPStatusError, IntegrityError, ProtocolError, UpstreamError, redact_url
+from mirror.errors import (
+    ConfigError,
+    HTTPStatusError,
+    IntegrityError,
+    ProtocolError,
+    UpstreamError,
+    redact_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,37 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _ssl_context(ca_bundle: str) -> ssl.SSLContext | bool:
+    """System trust, plus the CA certificates in `ca_bundle` when one is configured."""
+    if not ca_bundle:
+        return True
+    ctx = ssl.create_default_context()
+    try:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load CA certificates: {exc}",
+            path=ca_bundle,
+            hint="[http] ca_bundle must name a PEM file of CA certificates",
+        ) from None
+    return ctx
+
+
+def _refuse_untrusted(exc: BaseException, url: str) -> None:
+    """A certificate that does not verify is a configuration error, not a retryable blip."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        reason = getattr(cause, "verify_message", "") or "not trusted"
+        raise UpstreamError(
+            f"the server's TLS certificate does not verify ({reason})",
+            url=url,
+            hint="if it is signed by a private CA (e.g. an upstream `mirror serve`), "
+            "set [http] ca_bundle to that CA's PEM file",
+        ) from None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -94,6 +133,7 @@ class HttpClient:
             limits=limits,
             headers={"User-Agent": user_agent},
             trust_env=settings.trust_env,
+            verify=_ssl_context(settings.ca_bundle),
             follow_redirects=True,  # httpx drops Authorization when a redirect changes origin
             transport=transport,
         )
@@ -138,6 +178,7 @@ class HttpClient:
                 req = self._client.build_request(method, url, headers=hdrs)
                 resp = self._client.send(req, stream=stream)
             except httpx.TransportError as exc:
+                _refuse_untrusted(exc, url)
                 if attempt >= attempts:
                     raise UpstreamError(
                         f"cannot reach upstream: {type(exc).__name__} after {attempt} attempts",

@@ -18,15 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlencode
 
-from mirror.errors import DigestError, StoreError
+from mirror.errors import DigestError
 from mirror.paths import validate_digest
+from mirror.serve.blobs import (
+    BlobCorrupt,
+    BlobMissing,
+    BlobServer,
+    ResponseAborted,
+    Unsatisfiable,
+)
 from mirror.serve.repo_index import NAME_RE, TAG_RE, RepoIndex, Repository, Snapshot
 
 log = logging.getLogger(__name__)
@@ -70,8 +76,9 @@ def _headers(pairs: list[tuple[str, str]]) -> Headers:
 class RegistryApp:
     """The ASGI callable; one per mirror root."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, blobs: BlobServer | None = None) -> None:
         self.index = RepoIndex(root)
+        self.blobs = blobs or BlobServer(self.index.store)
         self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,6 +92,8 @@ class RegistryApp:
             await self._dispatch(scope, method, send)
         except HttpError as err:
             await self._error(send, method, err)
+        except ResponseAborted:
+            return  # the server closes the connection: the client sees a short body
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -220,50 +229,36 @@ class RegistryApp:
         unknown = HttpError(404, "BLOB_UNKNOWN", "blob unknown to registry", digest)
         if digest not in repo.blobs:
             raise unknown
+        corrupt = HttpError(500, "BLOB_UNKNOWN", "blob failed verification on this mirror", digest)
         try:
-            fh = await asyncio.to_thread(self.index.store.open, digest)
-        except (StoreError, OSError):
+            blob = await asyncio.to_thread(self.blobs.open, digest)
+        except BlobMissing:
             raise unknown from None
+        except BlobCorrupt:
+            raise corrupt from None
+        common = [
+            ("Docker-Content-Digest", digest),
+            ("Etag", f'"{digest}"'),
+            ("Cache-Control", "max-age=31536000"),
+        ]
         try:
-            size = os.fstat(fh.fileno()).st_size
-            common = [
-                ("Docker-Content-Digest", digest),
-                ("Accept-Ranges", "bytes"),
-                ("Etag", f'"{digest}"'),
-                ("Cache-Control", "max-age=31536000"),
-            ]
-            span = _parse_range(range_header, size)
-            if isinstance(span, str):
-                raise HttpError(
-                    416,
-                    "RANGE_INVALID",
-                    "requested range not satisfiable",
-                    {"range": range_header, "size": size},
-                    [("Content-Range", f"bytes */{size}"), *common],
-                )
-            if span is None:
-                status, start, end = 200, 0, size - 1
-                extra: list[tuple[str, str]] = []
-            else:
-                status, start, end = 206, span[0], span[1]
-                extra = [("Content-Range", f"bytes {start}-{end}/{size}")]
-            length = end - start + 1 if size else 0
-            headers = [
-                API_VERSION,
-                ("Content-Type", "application/octet-stream"),
-                ("Content-Length", str(length)),
-                *common,
-                *extra,
-            ]
-            await send(
-                {"type": "http.response.start", "status": status, "headers": _headers(headers)}
+            await self.blobs.send(
+                send,
+                method,
+                blob,
+                range_header,
+                [API_VERSION, ("Content-Type", "application/octet-stream"), *common],
             )
-            if method == "HEAD" or length == 0:
-                await send({"type": "http.response.body", "body": b""})
-                return
-            await self._stream(send, fh, start, length)
-        finally:
-            fh.close()
+        except Unsatisfiable as exc:
+            raise HttpError(
+                416,
+                "RANGE_INVALID",
+                "requested range not satisfiable",
+                {"range": range_header, "size": exc.size},
+                [("Content-Range", f"bytes */{exc.size}"), ("Accept-Ranges", "bytes"), *common],
+            ) from None
+        except BlobCorrupt:
+            raise corrupt from None
 
     @staticmethod
     async def _stream(send: Send, fh: BinaryIO, start: int, length: int) -> None:
