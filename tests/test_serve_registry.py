@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tests.registry_peer import (
     push_test_images,
     skopeo,
 )
+from tests.serve_peer import ServeThread
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -46,35 +46,6 @@ class Served:
     layout: Layout
     home: Path  # skopeo HOME
     index: dict[str, Any]
-
-
-class _Thread:
-    """uvicorn in a daemon thread on a free loopback port."""
-
-    def __init__(self, root: Path) -> None:
-        import uvicorn
-
-        from mirror.serve import create_app
-
-        self.port = free_port()
-        config = uvicorn.Config(
-            create_app(root), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Thread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +68,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         assert done.returncode == 0, done.stderr
     index = json.loads((root / "index.json").read_text())
-    with _Thread(root) as srv:
-        host = f"127.0.0.1:{srv.port}"
-        yield Served(f"http://{host}", host, root, layout, work / "home", index)
+    with ServeThread(root) as srv:
+        yield Served(srv.url, srv.host, root, layout, work / "home", index)
 
 
 def _request(
@@ -371,13 +341,14 @@ def test_writes_traversal_and_bad_digests(served: Served) -> None:
         "/v2/test/single/manifests/sha256:totallywrong",
         f"/v2/test/single/blobs/sha256:{'A' * 64}",
         "/v2/Test/Single/tags/list",
-        "/etc/passwd",
     ]
     for path in bad:
         status, _, body = _request(served, "GET", path)
         assert status in (400, 404), path
         assert _code(body) in {"NAME_INVALID", "NAME_UNKNOWN", "DIGEST_INVALID"}, path
         assert b"root:" not in body
+    status, _, body = _request(served, "GET", "/etc/passwd")  # the web UI's 404 page
+    assert status == 404 and b"root:" not in body
     status, _, body = _request(served, "GET", "/v2/test/single/manifests/sha256:totallywrong")
     assert status == 400 and _code(body) == "DIGEST_INVALID"
     status, _, body = _request(served, "GET", f"/v2/test/single/blobs/sha512:{'0' * 128}")
@@ -436,3 +407,33 @@ def test_run_serves_on_loopback(served: Served) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_corrupt_layer_is_never_served_silently(served: Served, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(served.root, root)
+    manifest = json.loads(
+        (root / "blobs" / "sha256" / served.layout.tags["single"]["digest"][7:]).read_bytes()
+    )
+    layer = manifest["layers"][0]["digest"]
+    path = root / "blobs" / "sha256" / layer[7:]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with ServeThread(root) as srv:
+        # skopeo pulls through the aborted response and fails; nothing wrong lands
+        with pytest.raises(RuntimeError, match="(?i)digest|unexpected EOF|short"):
+            skopeo(
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://{srv.host}/test/single:v1",
+                f"dir:{tmp_path / 'out'}",
+                home=served.home,
+            )
+        with httpx.Client(base_url=srv.url) as client:
+            r = client.get(f"/v2/test/single/blobs/{layer}")
+            assert r.status_code == 500 and r.json()["errors"][0]["detail"] == layer
+            # other blobs of the same image still flow
+            config = manifest["config"]["digest"]
+            assert client.get(f"/v2/test/single/blobs/{config}").status_code == 200
