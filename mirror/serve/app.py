@@ -9,17 +9,19 @@ read needs one of the tokens (see auth.py); `/token` and signed `/_dl` links che
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 from mirror.blobstore import BlobStore
 from mirror.paths import MirrorPaths
-from mirror.serve.asgi import App, Receive, Scope, Send, headers_of, respond, respond_json
+from mirror.serve.asgi import Receive, Scope, Send, headers_of, respond, respond_json
 from mirror.serve.auth import ReadAuth
 from mirror.serve.blobs import BlobServer
 from mirror.serve.ngc_api import NgcApi, is_ngc_path
 from mirror.serve.registry_api import RegistryApp
+from mirror.serve.web import WebApp
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +40,11 @@ class MirrorApp:
         self.blobs = BlobServer(BlobStore(MirrorPaths(root)), reverify)
         self.registry = RegistryApp(root, self.blobs)
         self.ngc = NgcApi(root, self.auth, self.blobs)
-        self.web: App | None = None
-        if web:
-            try:
-                from mirror.serve.web import WebApp
-            except ModuleNotFoundError:  # TODO(web): remove once mirror/serve/web.py lands
-                WebApp = None  # type: ignore[assignment,misc]  # noqa: N806
-            if WebApp is not None:
-                self.web = WebApp(root)
+        self.web: WebApp | None = WebApp(root) if web else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.registry(scope, receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -79,6 +74,18 @@ class MirrorApp:
             await respond(send, method, 404, b"not found\n", "text/plain")
             return
         await self.web(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.registry.refresh()  # read index.json before the first pull
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.web is not None:
+                    await asyncio.to_thread(self.web.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 async def _challenge_registry(send: Send, method: str) -> None:

@@ -105,6 +105,10 @@ class RegistryApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def refresh(self) -> Snapshot:
+        """Re-read index.json if a sync or import changed it."""
+        return await self._snapshot()
+
     async def _snapshot(self) -> Snapshot:
         if not self.index.stale():
             return self.index.snapshot
