@@ -437,3 +437,31 @@ def test_corrupt_layer_is_never_served_silently(served: Served, tmp_path: Path) 
             # other blobs of the same image still flow
             config = manifest["config"]["digest"]
             assert client.get(f"/v2/test/single/blobs/{config}").status_code == 200
+
+
+def test_podman_pulls_from_the_mirror(served: Served, tmp_path: Path) -> None:
+    require_tool("podman")
+    import subprocess
+    import tempfile
+
+    run = Path(tempfile.mkdtemp(prefix="pod-", dir="/tmp"))  # podman caps runroot at 50 chars
+    store = ["--root", str(tmp_path / "root"), "--runroot", str(run)]
+    base = ["podman", *store, "--storage-driver", "vfs"]
+    pulled = subprocess.run(
+        [*base, "pull", "--tls-verify=false", f"{served.host}/test/single:v1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    image_id = pulled.stdout.strip().splitlines()[-1]
+    shown = subprocess.run(
+        [*base, "image", "inspect", image_id], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    (info,) = json.loads(shown.stdout)
+    digest = served.layout.tags["single"]["digest"]
+    assert info["Digest"] == digest
+    assert f"{served.host}/test/single:v1" in info["RepoTags"]
+    subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=60)
+    shutil.rmtree(run, ignore_errors=True)
