@@ -13,8 +13,6 @@ import json
 import os
 import re
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -29,7 +27,7 @@ from mirror.fakengc import FakeEntry, FakeFile, FakeNGC, FakeVersion, seed_catal
 from mirror.show import entry_detail
 from mirror.sync import run_sync
 from tests.conftest import cli_env, make_settings, require_tool, run_mirror
-from tests.registry_peer import free_port
+from tests.serve_peer import ServeThread
 
 EVIL_NAME = 'Evil <script>alert("name")</script> & "Model"'
 EVIL_DESCRIPTION = (
@@ -55,35 +53,6 @@ class Site:
     host: str  # 127.0.0.1:PORT
     home: Path
     env: dict[str, str]  # for `mirror` subprocesses on this root
-
-
-class _Thread:
-    """uvicorn serving WebApp in a daemon thread on a free loopback port."""
-
-    def __init__(self, root: Path) -> None:
-        import uvicorn
-
-        from mirror.serve.web import WebApp
-
-        self.port = free_port()
-        config = uvicorn.Config(
-            WebApp(root), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Thread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +86,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         report = run_sync(make_settings(home, fake.url, concurrency=8))
         assert report.outcome == "ok" and report.index_error is None, report.failures
         env = cli_env(home, fake.url)
-    with _Thread(home) as srv:
-        host = f"127.0.0.1:{srv.port}"
-        yield Site(f"http://{host}", host, home, env)
+    with ServeThread(home) as srv:  # the whole `mirror serve` app: web is what's left of /v2
+        yield Site(srv.url, srv.host, home, env)
 
 
 @pytest.fixture(scope="module")
