@@ -5,8 +5,9 @@ Path families (docs: ngc-api.md §4, §5, §8, §14.2), ``{kind}`` = ``models`` 
 * guest: ``/v2/{kind}/{org}[/{team}]/{name}[/versions[/{ver}[/files]]]`` and the download
   URL listing ``/v2/{kind}/org/{org}[/team/{team}]/{name}/{ver}/files``;
 * key mode: ``/v2/org/{org}[/team/{team}]/{kind}/{name}[...]`` (same tails);
-* container images (§7): guest ``/v2/repos/{org}[/{team}]/{repo}[/images]``, key mode
-  ``/v2/org/{org}[/team/{team}]/repos/{repo}[/images]`` (repository info, tag list);
+* container images (§7): guest ``/v2/repos/{org}[/{team}]/{repo}[TAIL]``, key mode
+  ``/v2/org/{org}[/team/{team}]/repos/{repo}[TAIL]``, TAIL = nothing (repository info),
+  ``/images`` (tag list), ``/images/{tag}`` (manifest) or ``/tags/{tag}`` (tag metadata);
 * search: ``/v2/search/catalog/resources/{TYPE}``, ``/v2/search/org/...``,
   ``/v2/search/subscriber/catalog/resources/{TYPE}``;
 * ``/token``, ``/v3/keys/get-caller-info``, ``/v2/products``;
@@ -21,6 +22,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
@@ -63,6 +65,11 @@ def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
         raise _HttpError(400, f"Invalid {name}: {values[0]!r}") from None
 
 
+def _image_tail_ok(tail: list[str]) -> bool:
+    """Whether tail is what may follow a repository: nothing, images[/TAG] or tags/TAG."""
+    return tail in ([], ["images"]) or (len(tail) == 2 and tail[0] in ("images", "tags"))
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection of the fake server (HTTP/1.1 keep-alive)."""
 
@@ -79,6 +86,10 @@ class Handler(BaseHTTPRequestHandler):
         # headers and body leave in separate writes; without NODELAY, Nagle plus the client's
         # delayed ACK stalls every keep-alive response by ~40 ms
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            # TLS (FakeNGC(ssl_context=...)): the server defers the handshake to this
+            # thread; a failure (client rejects the certificate) ends just this connection.
+            self.connection.do_handshake()
 
     def version_string(self) -> str:
         return self.server_version
@@ -261,25 +272,23 @@ class Handler(BaseHTTPRequestHandler):
         self._artifact(kind, org, team, name, tail, query)
 
     def _guest_repos(self, segs: list[str], query: dict[str, list[str]]) -> None:
-        # /v2/repos/{org}[/{team}]/{repo}[/images]: "o/r/images" is the tag list of o/r
-        # unless only a team repository o/r named "images" exists.
-        catalog, n = self.fake.catalog, len(segs)
-        if (
-            n == 3
-            and segs[2] == "images"
-            and (
-                catalog.get("image", segs[0], None, segs[1]) is not None
-                or catalog.get("image", segs[0], segs[1], segs[2]) is None
-            )
-        ):
-            return self._image(segs[0], None, segs[1], segs[2:], query)
-        if n == 2:
-            return self._image(segs[0], None, segs[1], [], query)
-        if n == 3:
-            return self._image(segs[0], segs[1], segs[2], [], query)
-        if n == 4 and segs[3] == "images":
-            return self._image(segs[0], segs[1], segs[2], segs[3:], query)
-        _not_found("Repository")
+        # /v2/repos/{org}[/{team}]/{repo}[/images[/{tag}] | /tags/{tag}]: the team segment is
+        # optional, so e.g. "o/r/images" is the tag list of o/r or the repository "images" of
+        # team o/r. Read without a team first; the first reading naming an existing repository
+        # wins, else the first well-formed reading answers (with a 404).
+        readings = [
+            (segs[0], team, segs[n_team + 1], segs[n_team + 2 :])
+            for n_team, team in ((0, None), (1, segs[1] if len(segs) > 1 else None))
+            if len(segs) >= n_team + 2 and _image_tail_ok(segs[n_team + 2 :])
+        ]
+        if not readings:
+            _not_found("Repository")
+        catalog = self.fake.catalog
+        org, team, name, tail = next(
+            (r for r in readings if catalog.get("image", r[0], r[1], r[2]) is not None),
+            readings[0],
+        )
+        self._image(org, team, name, tail, query)
 
     # -- catalog lookups -------------------------------------------------------------
 
@@ -357,11 +366,18 @@ class Handler(BaseHTTPRequestHandler):
         tail: list[str],
         query: dict[str, list[str]],
     ) -> None:
-        if tail not in ([], ["images"]):
+        if not _image_tail_ok(tail):
             _not_found()
         entry, _ = self._lookup("image", org, team, name)
         if not tail:
             return self._send_json(payloads.repository_doc(entry))
+        if len(tail) == 2:  # /images/{tag} (manifest) or /tags/{tag} (tag metadata)
+            tag = entry.version(tail[1])
+            if tag is None:
+                _not_found("Tag")
+            if tail[0] == "tags":
+                return self._send_json(payloads.image_doc(tag))
+            return self._send_json(payloads.manifest_doc(entry, tag))
         # Style B (§3.2): server-chosen page size, out-of-range pages are empty.
         cap = self.fake.url_page_size
         index, size = _int_param(query, "page-number", 0), _int_param(query, "page-size", cap)

@@ -283,3 +283,20 @@ def image_doc(tag: FakeVersion) -> JSON:
         "isMultiArchitecture": len(tag.architectures) > 1,
         "architectureVariants": architecture_variants(tag),
     }
+
+
+def manifest_doc(entry: FakeEntry, tag: FakeVersion) -> JSON:
+    """A ``GetManifestByTagResponse`` (§7, ``/repos/{repo}/images/{tag}``) of a tag.
+
+    The fake knows no layers (the registry serves those), so ``fsLayers`` and ``history``
+    are empty. ngcsdk's ``image info repo:tag`` returns this document but reads none of its
+    fields (an empty object works as well).
+    """
+    return {
+        "name": "/".join(p for p in (entry.org, entry.team, entry.name) if p),
+        "tag": tag.version_id,
+        "architecture": tag.architectures[0] if tag.architectures else "amd64",
+        "schemaVersion": 1,
+        "fsLayers": [],
+        "history": [],
+    }

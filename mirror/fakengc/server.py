@@ -13,6 +13,7 @@ import re
 import secrets
 import socket
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -88,13 +89,22 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # benchmarks open many parallel connections at once
 
-    def __init__(self, address: tuple[str, int], fake: FakeNGC) -> None:
+    def __init__(
+        self, address: tuple[str, int], fake: FakeNGC, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.fake = fake
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+        if ssl_context is not None:
+            # Accepted sockets come out as SSLSockets. The handshake is deferred to the
+            # handler thread (Handler.setup): done in accept() it would let one stalled
+            # client block the whole accept loop.
+            self.socket = ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can hang for
@@ -139,6 +149,9 @@ class FakeNGC:
         url_page_size: Page size of the download-URL listing.
         host: A loopback address (``127.0.0.1``, ``::1``, ``localhost``).
         port: TCP port; 0 picks a free one.
+        ssl_context: If set, a server-side context (certificate chain loaded): the server
+            speaks HTTPS, and :attr:`url` (hence every presigned download URL it hands out)
+            starts with ``https://``. The real NGC client (ngcsdk) only speaks HTTPS.
 
     Raises:
         ValueError: host is not a loopback address, or a page size is below 1.
@@ -154,12 +167,14 @@ class FakeNGC:
         url_page_size: int = 25,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = _loopback_host(host)
         if min(search_page_size, list_page_size, url_page_size) < 1:
             raise ValueError("page sizes must be >= 1")
         self.catalog = catalog
         self.port = port
+        self.ssl_context = ssl_context
         self.search_page_size = search_page_size
         self.list_page_size = list_page_size
         self.url_page_size = url_page_size
@@ -183,7 +198,7 @@ class FakeNGC:
         """
         if self._httpd is not None:
             raise RuntimeError("FakeNGC already started")
-        self._httpd = _HTTPServer((self.host, self.port), self)
+        self._httpd = _HTTPServer((self.host, self.port), self, self.ssl_context)
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -219,11 +234,12 @@ class FakeNGC:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:40123`` (only while started)."""
+        """Base URL, e.g. ``http://127.0.0.1:40123`` (``https://`` with TLS; only while started)."""
         if self._httpd is None:
             raise RuntimeError("FakeNGC is not running")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     # -- request log -----------------------------------------------------------------
 
