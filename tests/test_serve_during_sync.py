@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
-from mirror.fakengc import FakeFile, FakeNGC, FakeVersion, seed_catalog
+from mirror.fakengc import FakeEntry, FakeFile, FakeNGC, FakeVersion, seed_catalog
 from mirror.sync import run_sync
 from tests.conftest import cli_env, make_settings, run_mirror
 from tests.serve_peer import ServeThread
@@ -71,7 +73,16 @@ def test_serving_continues_during_sync_and_import(tmp_path: Path) -> None:
                     files=[FakeFile("big.bin", content=bytes(range(256)) * 40_000)],
                 ),
             )
+            fresh = "/v2/search/catalog/resources/MODEL?q=" + quote(
+                json.dumps({"query": "resourceId:nvidia/fresh*", "pageSize": 10})
+            )
+            with httpx.Client(base_url=near_srv.url) as c:
+                assert c.get(fresh).json()["results"] == []
+            cat.add(FakeEntry(kind="model", org="nvidia", team=None, name="fresh_model"))
             assert run_sync(settings).outcome == "ok"
+            with httpx.Client(base_url=near_srv.url) as c:  # the same query sees the new entry
+                (group,) = c.get(fresh).json()["results"]
+                assert [r["resourceId"] for r in group["resources"]] == ["nvidia/fresh_model"]
             # ... and the far side imports it while serving
             assert run_mirror(["export", str(tmp_path / "b2")], env).returncode == 0
             imported = run_mirror(["import", str(tmp_path / "b2")], far)

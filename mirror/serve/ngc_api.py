@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -87,6 +89,10 @@ class NgcApi:
         self.paths = MirrorPaths(Path(root))
         self.auth, self.blobs = auth, blobs
         self._db: Database | None = None
+        # search hits by (kind, query) for the DB state they were computed on: a client walks
+        # hundreds of pages of the same query, which must not rescan the catalog each time
+        self._hits: dict[tuple[str, str], tuple[tuple[int, ...], list[int]]] = {}
+        self._hits_lock = threading.Lock()
 
     @property
     def db(self) -> Database:
@@ -406,14 +412,7 @@ class NgcApi:
         def run(s: Session) -> tuple[int, list[dict[str, Any]]]:
             if kind is None or not catalog:  # org/subscriber searches: the catalog has it all
                 return 0, []
-            rows = s.execute(
-                select(Entry.id, Entry.path, Entry.name, Entry.display_name, Entry.description)
-                .where(Entry.kind == kind, Entry.removed_snapshot_id.is_(None))
-                .order_by(Entry.path)
-            ).all()
-            ids = [
-                r.id for r in rows if _matches(text, r.path, r.name, r.display_name, r.description)
-            ]
+            ids = self._matching_ids(s, kind, text)
             chunk = ids[page * size : (page + 1) * size]
             if not chunk:
                 return len(ids), []
@@ -445,6 +444,34 @@ class NgcApi:
                 "results": results,
             },
         )
+
+    def _db_stamp(self) -> tuple[int, ...]:
+        out: list[int] = []
+        for path in (self.paths.db, self.paths.db.with_name(self.paths.db.name + "-wal")):
+            try:
+                st = os.stat(path)
+                out += [st.st_ino, st.st_size, st.st_mtime_ns]
+            except OSError:
+                out += [0, 0, 0]
+        return tuple(out)
+
+    def _matching_ids(self, s: Session, kind: str, text: str) -> list[int]:
+        stamp = self._db_stamp()
+        with self._hits_lock:
+            cached = self._hits.get((kind, text))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        rows = s.execute(
+            select(Entry.id, Entry.path, Entry.name, Entry.display_name, Entry.description)
+            .where(Entry.kind == kind, Entry.removed_snapshot_id.is_(None))
+            .order_by(Entry.path)
+        ).all()
+        ids = [r.id for r in rows if _matches(text, r.path, r.name, r.display_name, r.description)]
+        with self._hits_lock:
+            if len(self._hits) >= 64:
+                self._hits.clear()
+            self._hits[(kind, text)] = (stamp, ids)
+        return ids
 
     # -- credentials -----------------------------------------------------------------------
     async def _token(self, send: Send, method: str, headers: dict[str, str]) -> None:
