@@ -282,7 +282,7 @@ def test_image_page_pull_command_uses_the_host_header(site: Site, client: httpx.
 
 
 def test_image_repositories_are_served_without_their_registry_host() -> None:
-    from mirror.serve.web import image_pull_command
+    from mirror.serve.web_pages import image_pull_command
 
     assert (
         image_pull_command("m:5000", "127.0.0.1:5000/test/multi", "1.0")

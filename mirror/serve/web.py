@@ -28,7 +28,6 @@ refreshed when a sync commits into the current one (index/writer.py).
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import os
 import re
@@ -41,14 +40,25 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from sqlalchemy import exists, func, select
 
-from index.search import Group, Index, IndexMissing, Member, QuerySyntaxError
+from index.search import Index, IndexMissing, QuerySyntaxError
 from index.writer import current_dir
 from mirror.db import Database, current_revision, head_revision, make_engine, sqlite_url
 from mirror.errors import DatabaseError, MirrorError, UsageError
 from mirror.paths import MirrorPaths
-from mirror.render import download_command, human_bytes
 from mirror.schema import Entry, File, Snapshot, Version
-from mirror.serve.repo_index import split_reference
+from mirror.serve.web_pages import (
+    KIND_TITLES,
+    KINDS,
+    MAX_LIMIT,
+    entry_body,
+    error_body,
+    esc,
+    results,
+    search_form,
+)
+from mirror.serve.web_pages import (
+    page as render_page,
+)
 from mirror.show import entry_detail
 
 log = logging.getLogger(__name__)
@@ -58,10 +68,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-KINDS = ("model", "resource", "image", "chart")
-KIND_TITLES = {"model": "Models", "resource": "Resources", "image": "Containers", "chart": "Charts"}
 DEFAULT_LIMIT = 20  # the CLI's default, so the first page equals `mirror search`
-MAX_LIMIT = 500
 MAX_QUERY = 512
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_TYPES = {
@@ -78,10 +85,6 @@ HOST_RE = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
     r"(?::[0-9]{1,5})?"
 )
-
-
-def esc(text: object) -> str:
-    return html.escape("" if text is None else str(text), quote=True)
 
 
 @dataclass
@@ -275,9 +278,9 @@ class WebApp:
         """Answer one request (blocking: DB and index reads); never raises."""
         method = str(scope.get("method", "GET")).upper()
         if method not in ("GET", "HEAD"):
-            page = _page(
+            page = render_page(
                 "Method not allowed",
-                _error_body(
+                error_body(
                     "Method not allowed",
                     f"{method} is not supported: this mirror is read-only.",
                     None,
@@ -304,18 +307,19 @@ class WebApp:
             raise PageError(404, "Not found", "There is no page at this address.")
         except PageError as err:
             return Response(
-                err.status, _page(err.title, _error_body(err.title, err.message, err.hint))
+                err.status,
+                render_page(err.title, error_body(err.title, err.message, err.hint)),
             )
         except MirrorError as err:  # catalog locked for too long, schema mismatch...
             log.warning("web page %s: %s", path[:200], err)
-            body = _error_body("Mirror unavailable", err.message, err.hint)
-            return Response(503, _page("Mirror unavailable", body))
+            body = error_body("Mirror unavailable", err.message, err.hint)
+            return Response(503, render_page("Mirror unavailable", body))
         except Exception:
             log.exception("web page %s failed", path[:200])
-            body = _error_body(
+            body = error_body(
                 "Server error", "Something went wrong; the server log has details.", None
             )
-            return Response(500, _page("Server error", body))
+            return Response(500, render_page("Server error", body))
 
     # -- pages ----------------------------------------------------------------------------------
     def _home(self) -> bytes:
@@ -336,7 +340,7 @@ class WebApp:
         body = (
             '<section class="hero"><h1>NGC catalog mirror</h1>'
             "<p>Search the models, resources and containers mirrored on this server.</p>"
-            f"{_search_form('', None, big=True)}"
+            f"{search_form('', None, big=True)}"
             f'<p class="examples">Try: {examples}</p></section>'
             '<section class="summary"><h2>In this mirror</h2>'
             '<table class="stats"><thead><tr><th scope="col">Kind</th>'
@@ -346,7 +350,7 @@ class WebApp:
             + (f'<p class="muted">Last sync or import: {esc(last)}</p>' if last else "")
             + "</section>"
         )
-        return _page("NGC catalog mirror", body, header_form=False)
+        return render_page("NGC catalog mirror", body, header_form=False)
 
     def _search_page(self, query: dict[str, list[str]]) -> Response:
         text = query.get("q", [""])[0].strip()
@@ -355,16 +359,16 @@ class WebApp:
             raise PageError(400, "Unknown kind", f"kind must be one of {', '.join(KINDS)}.")
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         filters = {k: query.get(k, [""])[0] or None for k in ("framework", "precision")}
-        form = _search_form(text, kind)
+        form = search_form(text, kind)
         if not text:
             body = (
                 f'{form}<p class="notice">Type a few words to search, e.g. '
                 f'<a href="/search?q=bert">bert</a>.</p>'
             )
-            return Response(200, _page("Search", body, header_form=False))
+            return Response(200, render_page("Search", body, header_form=False))
         if len(text) > MAX_QUERY:
             body = f'{form}<p class="notice error">That query is too long.</p>'
-            return Response(400, _page("Search", body, header_form=False))
+            return Response(400, render_page("Search", body, header_form=False))
         try:
             doc = self._search.run(text, kind=kind, limit=limit, **filters)
         except QuerySyntaxError as exc:
@@ -373,7 +377,7 @@ class WebApp:
                 f"{esc(exc)}</p><p>Quote special characters, e.g. "
                 f"<code>&quot;seqLen=128&quot;</code>, or use plain words.</p></div>"
             )
-            return Response(400, _page("Search", body, header_form=False))
+            return Response(400, render_page("Search", body, header_form=False))
         except IndexMissing:
             raise PageError(
                 503,
@@ -381,9 +385,9 @@ class WebApp:
                 "The search index is missing or from another version of mirror.",
                 "mirror index rebuild",
             ) from None
-        body = form + _results(doc, kind, limit, filters)
+        body = form + results(doc, kind, limit, filters)
         title = f"All {KIND_TITLES[kind].lower()}" if text == "*" and kind else f"{text} - search"
-        return Response(200, _page(title, body, header_form=False))
+        return Response(200, render_page(title, body, header_form=False))
 
     def _entry_page(self, raw: str, query: dict[str, list[str]], scope: Scope) -> bytes:
         kind, ref_path = _entry_ref(raw)
@@ -393,9 +397,9 @@ class WebApp:
             doc = entry_detail(self._catalog.get(), ref, kind=kind)
         except UsageError as err:
             raise PageError(404, "Not in this mirror", err.message, err.hint) from None
-        return _page(
+        return render_page(
             doc["entry"]["display_name"] or doc["entry"]["path"],
-            _entry_body(doc, _host(scope), str(scope.get("scheme") or "http")),
+            entry_body(doc, _host(scope), str(scope.get("scheme") or "http")),
         )
 
     def _static_file(self, raw: str) -> Response:
@@ -451,250 +455,3 @@ def _host(scope: Scope) -> str:
         return "localhost"
     name = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
     return name if server[1] is None else f"{name}:{server[1]}"
-
-
-def entry_url(kind: str, path: str, version: str | None = None) -> str:
-    url = f"/entry/{quote(kind, safe='')}/{quote(path, safe='/:')}"
-    return url + (f"?{urlencode({'version': version})}" if version else "")
-
-
-def image_pull_command(host: str, path: str, tag: str) -> str:
-    """`docker pull <this server>/<repository>:<tag>`; repositories are served without their
-    registry host (repo_index.py): 127.0.0.1:5000/test/multi -> test/multi."""
-    split = split_reference(f"{path}:{tag}")
-    repo = split[0] if split else path
-    return f"docker pull {host}/{repo}:{tag}"
-
-
-# -- HTML ---------------------------------------------------------------------------------------
-def _page(title: str, body: str, *, header_form: bool = True) -> bytes:
-    header = '<header class="top"><a class="brand" href="/">NGC mirror</a>'
-    if header_form:
-        header += _search_form("", None)
-    header += "</header>"
-    return (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title>"
-        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
-        '<link rel="stylesheet" href="/static/web.css">'
-        '<script src="/static/web.js" defer></script>'
-        f"</head><body>{header}<main>{body}</main></body></html>\n"
-    ).encode()
-
-
-def _error_body(title: str, message: str, hint: str | None) -> str:
-    out = f'<h1>{esc(title)}</h1><p class="message">{esc(message)}</p>'
-    if hint:
-        out += f'<p class="hint">Try: <code>{esc(hint)}</code></p>'
-    return out + '<p><a href="/">Back to the search page</a></p>'
-
-
-def _search_form(text: str, kind: str | None, *, big: bool = False) -> str:
-    options = '<option value="">All kinds</option>' + "".join(
-        f'<option value="{k}"{" selected" if k == kind else ""}>{KIND_TITLES[k]}</option>'
-        for k in KINDS[:3]
-    )
-    return (
-        f'<form class="search{" big" if big else ""}" action="/search" method="get" '
-        'role="search">'
-        f'<input type="search" name="q" value="{esc(text)}" aria-label="Search the mirror" '
-        'placeholder="Search models, resources, containers" autocomplete="off">'
-        f'<select name="kind" aria-label="Kind">{options}</select>'
-        '<button type="submit">Search</button></form>'
-    )
-
-
-def _member_summary(member: dict[str, Any]) -> str:
-    """One member's variant attributes, formatted like the group summary (index.search)."""
-    single = Group(family="", kind=str(member.get("kind", "")))
-    single.members.append(Member("", "", "", 0.0, {"variants": member.get("variants", {})}))
-    return single.summary()
-
-
-def _results(
-    doc: dict[str, Any], kind: str | None, limit: int, filters: dict[str, str | None]
-) -> str:
-    groups = doc["groups"]
-    if not groups:
-        out = f'<p class="notice">No match for <q>{esc(doc["query"])}</q>.</p>'
-        for s in doc.get("suggestions", []):
-            params = {"q": s, **({"kind": kind} if kind else {})}
-            out += (
-                f'<p class="suggest">Did you mean <a href="/search?{esc(urlencode(params))}">'
-                f"{esc(s)}</a>?</p>"
-            )
-        return out
-    items = []
-    for g in groups:
-        members = g["members"]
-        first_url = entry_url(members[0]["kind"], members[0]["path"])
-        count = g["count"]
-        facts = [esc(g["summary"])] if g["summary"] else []
-        if g.get("latest_version"):
-            facts.append(f"latest {esc(g['latest_version'])}")
-        facts.append(
-            '<span class="local yes">mirrored</span>'
-            if g["mirrored"]
-            else '<span class="local no">metadata only</span>'
-        )
-        rows = "".join(
-            f'<li class="member" data-path="{esc(m["path"])}">'
-            f'<a href="{esc(entry_url(m["kind"], m["path"]))}">{esc(m["display_name"])}</a> '
-            f"<code>{esc(m['path'])}</code> "
-            f'<span class="variant">{esc(_member_summary(m))}</span>'
-            + (
-                ' <span class="local yes" title="files mirrored here">&#10003;</span>'
-                if m.get("mirrored")
-                else ""
-            )
-            + "</li>"
-            for m in members
-        )
-        label = f"{count} variants" if count > 1 else "1 entry"
-        items.append(
-            f'<li class="group" data-family="{esc(g["family"])}" data-count="{count}">'
-            f'<div class="head"><a class="title" href="{esc(first_url)}">'
-            f'{esc(g["title"])}</a> <span class="kind">{esc(g["kind"])}</span>'
-            + (f' <span class="count">{count} variants</span>' if count > 1 else "")
-            + f'</div><p class="facts">{" · ".join(facts)}</p>'
-            f'<details class="members"{" open" if count == 1 else ""}>'
-            f"<summary>{label}</summary><ul>{rows}</ul></details></li>"
-        )
-    out = (
-        f'<p class="count">{len(groups)} groups, {doc["total_members"]} entries '
-        "(repeated entries are collapsed; open a group to see every variant)</p>"
-        f'<ol class="results">{"".join(items)}</ol>'
-    )
-    if len(groups) >= limit and limit < MAX_LIMIT:  # there may be more
-        params = {
-            "q": doc["query"],
-            **({"kind": kind} if kind else {}),
-            **{k: v for k, v in filters.items() if v},
-            "limit": str(min(MAX_LIMIT, limit * 5)),
-        }
-        out += f'<p class="more"><a href="/search?{esc(urlencode(params))}">More results</a></p>'
-    return out
-
-
-def _copy_line(command: str) -> str:
-    return (
-        f'<div class="cmd"><code>{esc(command)}</code>'
-        f'<button type="button" class="copy" data-copy="{esc(command)}">Copy</button></div>'
-    )
-
-
-def _entry_body(doc: dict[str, Any], host: str, scheme: str) -> str:
-    e = doc["entry"]
-    kind, path, shown = e["kind"], e["path"], doc.get("shown_version")
-    versions = doc["versions"]
-    facts = "".join(
-        f"<dt>{esc(label)}</dt><dd>{esc(e[key])}</dd>"
-        for key, label in (
-            ("framework", "Framework"),
-            ("precision", "Precision"),
-            ("application", "Application"),
-            ("updated", "Updated"),
-        )
-        if e.get(key)
-    )
-    if e.get("labels"):
-        facts += f"<dt>Labels</dt><dd>{esc(', '.join(e['labels']))}</dd>"
-    out = (
-        f'<nav class="crumbs"><a href="/">Home</a> / '
-        f'<a href="/search?{esc(urlencode({"q": "*", "kind": kind}))}">'
-        f"{esc(KIND_TITLES.get(kind, kind))}</a> / {esc(path)}</nav>"
-        f"<h1>{esc(e['display_name'] or path)}</h1>"
-        f'<p class="ref"><span class="kind">{esc(kind)}</span> <code>{esc(path)}</code></p>'
-    )
-    if e.get("removed"):
-        out += '<p class="notice">Removed upstream; kept in this mirror.</p>'
-    if facts:
-        out += f'<dl class="facts">{facts}</dl>'
-    out += '<section class="get"><h2>Get it</h2>' + _commands(doc, host, scheme) + "</section>"
-    if e.get("description"):
-        out += (
-            f'<section><h2>Description</h2><div class="description">'
-            f"{esc(e['description'].strip())}</div></section>"
-        )
-    word = "Tags" if kind == "image" else "Versions"
-    rows = []
-    for v in versions:
-        local = "mirrored" if v["mirrored"] else "partial" if v["stored_files"] else "not mirrored"
-        cls = "yes" if v["mirrored"] else "partial" if v["stored_files"] else "no"
-        size = human_bytes(v["size"]) if v.get("size") is not None else "?"
-        current = ' class="shown" aria-current="true"' if v["version"] == shown else ""
-        rows.append(
-            f'<tr{current} data-version="{esc(v["version"])}">'
-            f'<td><a href="{esc(entry_url(kind, path, v["version"]))}">{esc(v["version"])}</a>'
-            + (' <span class="muted">(removed upstream)</span>' if v.get("removed") else "")
-            + f"</td><td>{esc(v.get('status') or '')}</td>"
-            f'<td class="num" title="{esc(v.get("size"))} bytes">{esc(size)}</td>'
-            f"<td>{esc((v.get('created') or '')[:10])}</td>"
-            f'<td><span class="local {cls}">{local}</span></td></tr>'
-        )
-    out += (
-        f'<section class="versions"><h2>{word} ({len(versions)})</h2>'
-        '<table><thead><tr><th scope="col">'
-        f'{"Tag" if kind == "image" else "Version"}</th><th scope="col">Status</th>'
-        '<th scope="col" class="num">Size</th><th scope="col">Created</th>'
-        f'<th scope="col">Here</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
-    )
-    if shown and (doc["files"] or kind != "image"):
-        files = (
-            "".join(
-                f'<tr><td class="path">{esc(f["path"])}</td>'
-                f'<td class="num" title="{esc(f["size"])} bytes">{esc(human_bytes(f["size"]))}</td>'
-                f'<td class="sha"><code>{esc(f["sha256"] or "?")}</code></td>'
-                f'<td><span class="local {"yes" if f["blob_digest"] else "no"}">'
-                f"{'stored' if f['blob_digest'] else 'not stored'}</span></td></tr>"
-                for f in doc["files"]
-            )
-            or '<tr><td colspan="4">No file list for this version.</td></tr>'
-        )
-        out += (
-            f'<section class="files"><h2>Files of {"tag" if kind == "image" else "version"} '
-            f"{esc(shown)}</h2>"
-            '<table><thead><tr><th scope="col">Path</th><th scope="col" class="num">Size</th>'
-            '<th scope="col">sha256</th><th scope="col">Here</th></tr></thead>'
-            f"<tbody>{files}</tbody></table></section>"
-        )
-    return out
-
-
-def _commands(doc: dict[str, Any], host: str, scheme: str) -> str:
-    e = doc["entry"]
-    kind, shown = e["kind"], doc.get("shown_version")
-    mirrored = any(v["mirrored"] for v in doc["versions"] if v["version"] == shown)
-    warn = (
-        ""
-        if mirrored or not shown
-        else f'<p class="notice">{esc(shown)} is not mirrored here: only its metadata is.</p>'
-    )
-    if kind == "image":
-        if not shown:
-            return '<p class="muted">No tags.</p>'
-        return (
-            f"<p>Pull tag <strong>{esc(shown)}</strong> from this server:</p>"
-            + _copy_line(image_pull_command(host, e["path"], shown))
-            + warn
-            + '<p class="muted">An http:// server must be listed in Docker\'s '
-            "<code>insecure-registries</code>.</p>"
-        )
-    if kind in ("model", "resource"):
-        return (
-            f"<p>Point the <code>ngc</code> CLI at this server (set "
-            f"<code>NGC_CLI_API_URL</code>), then download version "
-            f"<strong>{esc(shown or 'latest')}</strong>:</p>"
-            + _copy_line(f"export NGC_CLI_API_URL={scheme}://{host}")
-            + _copy_line(download_command(e, shown))
-            + warn
-            + (
-                '<p class="muted">The <code>ngc</code> CLI speaks HTTPS only: when this page '
-                "came over http://, use the server's https:// address.</p>"
-                if scheme != "https"
-                else ""
-            )
-        )
-    return '<p class="muted">This kind cannot be downloaded from the mirror.</p>'
