@@ -22,17 +22,14 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from mirror.blobstore import BlobStore
 from mirror.errors import StoreError
+from mirror.serve.asgi import Send, encode_headers
 
 log = logging.getLogger(__name__)
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 CHUNK = 1024 * 1024
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -163,9 +160,7 @@ class BlobServer:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [
-                        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in all_headers
-                    ],
+                    "headers": encode_headers(all_headers),
                 }
             )
             if method == "HEAD" or length == 0:

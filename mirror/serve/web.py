@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from mirror.db import Database, current_revision, head_revision, make_engine, sq
 from mirror.errors import DatabaseError, MirrorError, UsageError
 from mirror.paths import MirrorPaths
 from mirror.schema import Entry, File, Snapshot, Version
+from mirror.serve.asgi import Receive, Scope, Send
 from mirror.serve.web_pages import (
     KIND_TITLES,
     KINDS,
@@ -63,10 +63,6 @@ from mirror.show import entry_detail
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_LIMIT = 20  # the CLI's default, so the first page equals `mirror search`
 MAX_QUERY = 512
