@@ -8,7 +8,7 @@ repo_index.py (`test/multi`, `nvidia/pytorch`), never `<host>/<repository>`.
 
 Manifests are served byte for byte with their stored media type and never converted; Accept
 negotiation follows distribution: served when Accept is absent, has `*/*` or names the type,
-otherwise 404 `MANIFEST_UNKNOWN`. Blobs are streamed from the store in chunks. index.json is
+otherwise 404 `MANIFEST_UNKNOWN`. Blobs go through blobs.BlobServer (re-verified). index.json is
 re-read whenever its mtime, size or inode changes, so a sync or import running alongside shows
 up on the next request.
 """
@@ -19,13 +19,13 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from mirror.errors import DigestError
 from mirror.paths import validate_digest
+from mirror.serve.asgi import Receive, Scope, Send, encode_headers
 from mirror.serve.blobs import (
     BlobCorrupt,
     BlobMissing,
@@ -37,12 +37,7 @@ from mirror.serve.repo_index import NAME_RE, TAG_RE, RepoIndex, Repository, Snap
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
-CHUNK = 256 * 1024
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
 READ_METHODS = ("GET", "HEAD")
 DEFAULT_PAGE = 1000
@@ -51,8 +46,6 @@ MAX_PAGE = 10_000
 DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 ROUTE = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)")
 TAGS_ROUTE = re.compile(r"/v2/(?P<name>.+)/tags/list")
-
-Headers = list[tuple[bytes, bytes]]
 
 
 class HttpError(Exception):
@@ -67,10 +60,6 @@ class HttpError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.detail = status, code, message, detail
         self.headers = headers or []
-
-
-def _headers(pairs: list[tuple[str, str]]) -> Headers:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
 
 
 class RegistryApp:
@@ -264,24 +253,6 @@ class RegistryApp:
         except BlobCorrupt:
             raise corrupt from None
 
-    @staticmethod
-    async def _stream(send: Send, fh: BinaryIO, start: int, length: int) -> None:
-        if start:
-            await asyncio.to_thread(fh.seek, start)
-        left = length
-        while left > 0:
-            chunk = await asyncio.to_thread(fh.read, min(CHUNK, left))
-            if not chunk:  # the file shrank under us: end the response short, the client sees it
-                log.error("blob %s ended %d bytes early", getattr(fh, "name", "?"), left)
-                break
-            left -= len(chunk)
-            try:
-                await send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
-            except OSError:  # client went away
-                return
-        if left > 0:
-            raise ConnectionAbortedError("short blob")
-
     async def _tags(self, send: Send, method: str, name: str, query: dict[str, list[str]]) -> None:
         repo = await self._repo(name)
         page, link = _paginate(sorted(repo.tags), query, f"/v2/{name}/tags/list")
@@ -302,7 +273,7 @@ class RegistryApp:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": _headers([API_VERSION, *headers]),
+                "headers": encode_headers([API_VERSION, *headers]),
             }
         )
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
@@ -336,30 +307,6 @@ def _accepts(accept: list[str], media_type: str) -> bool:
     return not wanted or "*/*" in wanted or media_type.lower() in wanted
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """One `bytes=` range -> (start, end) inclusive, clipped; "unsatisfiable"; or None to ignore.
-
-    Malformed or multi-range headers are ignored (RFC 9110 allows serving the whole body).
-    """
-    if not header:
-        return None
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
-    if match is None or (not match[1] and not match[2]):
-        return None
-    if match[1]:
-        start = int(match[1])
-        end = int(match[2]) if match[2] else size - 1
-        if match[2] and end < start:
-            return None
-        if start >= size:
-            return "unsatisfiable"
-        return start, min(end, size - 1)
-    suffix = int(match[2])
-    if suffix == 0 or size == 0:
-        return "unsatisfiable"
-    return max(0, size - suffix), size - 1
-
-
 def _paginate(
     items: list[str], query: dict[str, list[str]], path: str
 ) -> tuple[list[str], str | None]:
@@ -376,17 +323,3 @@ def _paginate(
     if n == 0 or len(rest) <= n:
         return page, None
     return page, f'<{path}?{urlencode({"n": n, "last": page[-1]})}>; rel="next"'
-
-
-def create_app(root: Path | str) -> RegistryApp:
-    """The ASGI app serving the mirror root `root` read-only."""
-    return RegistryApp(root)
-
-
-def run(
-    root: Path | str, host: str = "127.0.0.1", port: int = 5000, **uvicorn_options: Any
-) -> None:
-    """Serve `root` with uvicorn (loopback by default) until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(root), host=host, port=port, **uvicorn_options)
