@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mirror.fakengc import FakeEntry, FakeVersion
 from tests.registry_peer import free_port
 from tests.tls_certs import TlsFiles
 
@@ -49,3 +50,36 @@ class ServeThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def ngc_image_entry(name: str = "single") -> FakeEntry:
+    """An NGC container repository nvidia/<name> with tags v2 (newest) and v1, for a fake NGC
+    whose registry_url is a docker-registry holding those tags."""
+    day = {"v1": "2026-01-01T00:00:00.000Z", "v2": "2026-02-01T00:00:00.000Z"}
+    return FakeEntry(
+        kind="image",
+        org="nvidia",
+        team=None,
+        name=name,
+        description="A test container from NGC.",
+        updated=day["v2"],
+        versions=[FakeVersion(t, created=day[t], updated=day[t]) for t in ("v2", "v1")],
+    )
+
+
+def raw_request(
+    host: str, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """http.client to host:port: the path goes out exactly as written (no normalisation, no
+    proxy) -> (status, lower-cased headers, body)."""
+    import http.client
+
+    name, port = host.rsplit(":", 1)
+    conn = http.client.HTTPConnection(name, int(port), timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()

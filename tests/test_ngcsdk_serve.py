@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from mirror.fakengc import FakeCatalog, FakeEntry, FakeNGC, FakeVersion, seed_catalog
+from mirror.fakengc import FakeCatalog, FakeEntry, FakeNGC, seed_catalog
 from tests.conftest import cli_env, require_tool, run_mirror
 from tests.ngcsdk_peer import require_ngcsdk, rid_of, run_sdk, sdk_env
 from tests.registry_peer import Registry, build_layout, skopeo_copy
-from tests.serve_peer import ServeThread
+from tests.serve_peer import ServeThread, ngc_image_entry
 from tests.tls_certs import TlsFiles, make_tls
 
 TOKEN = "site-read-token-7"
@@ -35,18 +35,7 @@ def _catalog() -> FakeCatalog:
     team_model = seed_catalog().lookup("model", TEAM_MODEL)
     assert team_model is not None
     cat.add(team_model)
-    day = {"v1": "2026-01-01T00:00:00.000Z", "v2": "2026-02-01T00:00:00.000Z"}
-    cat.add(
-        FakeEntry(
-            kind="image",
-            org="nvidia",
-            team=None,
-            name="single",
-            description="A test container.",
-            updated=day["v2"],
-            versions=[FakeVersion(t, created=day[t], updated=day[t]) for t in ("v2", "v1")],
-        )
-    )
+    cat.add(ngc_image_entry())
     return cat
 
 

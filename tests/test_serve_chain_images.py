@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mirror.fakengc import FakeCatalog, FakeEntry, FakeNGC, FakeVersion
+from mirror.fakengc import FakeCatalog, FakeNGC
 from tests.conftest import cli_env, require_tool, run_mirror
 from tests.registry_peer import Registry, build_layout, push_test_images, skopeo, skopeo_copy
-from tests.serve_peer import ServeThread
+from tests.serve_peer import ServeThread, ngc_image_entry
 from tests.tls_certs import make_tls
 
 TOKEN = "chain-token-42"
@@ -23,18 +23,7 @@ TOKEN = "chain-token-42"
 
 def _catalog() -> FakeCatalog:
     cat = FakeCatalog()
-    day = {"v1": "2026-01-01T00:00:00.000Z", "v2": "2026-02-01T00:00:00.000Z"}
-    cat.add(
-        FakeEntry(
-            kind="image",
-            org="nvidia",
-            team=None,
-            name="single",
-            description="A test container from NGC.",
-            updated=day["v2"],
-            versions=[FakeVersion(t, created=day[t], updated=day[t]) for t in ("v2", "v1")],
-        )
-    )
+    cat.add(ngc_image_entry())
     return cat
 
 

@@ -33,7 +33,7 @@ from tests.registry_peer import (
     push_test_images,
     skopeo,
 )
-from tests.serve_peer import ServeThread
+from tests.serve_peer import ServeThread, raw_request
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -76,15 +76,7 @@ def _request(
     srv: Served, method: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """Raw http.client: the path goes out exactly as written (no normalisation, no proxy)."""
-    host, port = srv.host.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
+    return raw_request(srv.host, method, path, headers)
 
 
 def _code(body: bytes) -> str:

@@ -8,7 +8,6 @@ server runs (freshness). WebApp is served by uvicorn on 127.0.0.1 in a backgroun
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from mirror.fakengc import FakeEntry, FakeFile, FakeNGC, FakeVersion, seed_catal
 from mirror.show import entry_detail
 from mirror.sync import run_sync
 from tests.conftest import cli_env, make_settings, require_tool, run_mirror
-from tests.serve_peer import ServeThread
+from tests.serve_peer import ServeThread, raw_request
 
 EVIL_NAME = 'Evil <script>alert("name")</script> & "Model"'
 EVIL_DESCRIPTION = (
@@ -98,15 +97,7 @@ def client(site: Site) -> Iterator[httpx.Client]:
 
 def _raw(site: Site, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
     """http.client: the path goes out exactly as written (no dot-segment normalisation)."""
-    host, port = site.host.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
+    return raw_request(site.host, method, path, headers)
 
 
 class _Results(HTMLParser):
