@@ -159,7 +159,8 @@ class BlobWriter:
             with contextlib.suppress(OSError):
                 self._fh.close()
             self._fh = None
-        if self.digest is None and not self.keep_partial:
+        # an empty partial has nothing to resume (e.g. the upstream answered 404)
+        if self.digest is None and (not self.keep_partial or self.offset == 0):
             with contextlib.suppress(FileNotFoundError):
                 self.tmp_path.unlink()
 

@@ -147,3 +147,14 @@ def test_any_interrupted_write_resumes_to_the_same_blob(data: bytes, cuts: list[
             w.write(data[w.offset :])
             w.commit()
         assert store.verify(d) and store.paths.blob(d).read_bytes() == data
+
+
+def test_an_empty_partial_is_not_kept(store: BlobStore) -> None:
+    data = b"x" * 1000
+    d = digest_of(data)
+    with store.writer(d, len(data)):
+        pass  # the upstream answered 404 before any byte
+    assert not store.paths.partial(d).exists()
+    with store.writer(d, len(data)) as w:
+        w.write(data[:10])
+    assert store.partial_size(d) == 10  # a started download is kept for resume
