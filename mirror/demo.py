@@ -60,6 +60,7 @@ def run_demo(home: Path, *, out: Callable[[str], object]) -> None:
         f"  MIRROR_HOME={home} mirror status\n"
         f"  MIRROR_HOME={home} mirror search resnet 18 --all\n"
         f"  MIRROR_HOME={home} mirror verify\n"
+        f"  MIRROR_HOME={home} mirror serve   # then open http://127.0.0.1:5000/\n"
         "  cp config.example.toml mirror.toml  # then point [ngc] api_url at NGC and run\n"
         "  mirror --config mirror.toml sync --dry-run\n"
     )
