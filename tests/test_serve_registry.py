@@ -457,3 +457,43 @@ def test_podman_pulls_from_the_mirror(served: Served, tmp_path: Path) -> None:
     assert f"{served.host}/test/single:v1" in info["RepoTags"]
     subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=60)
     shutil.rmtree(run, ignore_errors=True)
+
+
+def test_podman_pulls_original_names_through_a_registries_conf_mirror(
+    served: Served, tmp_path: Path
+) -> None:
+    """Sites keep their image names: registries.conf sends `nvcr.io/...` pulls to the mirror."""
+    require_tool("podman")
+    import subprocess
+    import tempfile
+
+    conf = tmp_path / "registries.conf"
+    # the "real" location is a closed loopback port: a miss can never leave this machine
+    conf.write_text(
+        '[[registry]]\nprefix = "nvcr.io"\nlocation = "127.0.0.1:1"\n'
+        f'[[registry.mirror]]\nlocation = "{served.host}"\ninsecure = true\n'
+    )
+    run = Path(tempfile.mkdtemp(prefix="pod-", dir="/tmp"))
+    base = ["podman", "--root", str(tmp_path / "root"), "--runroot", str(run)]
+    env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    try:
+        pulled = subprocess.run(
+            [*base, "--storage-driver", "vfs", "pull", "nvcr.io/test/single:v1"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        shown = subprocess.run(
+            [*base, "--storage-driver", "vfs", "image", "inspect", "nvcr.io/test/single:v1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)[0]["Digest"] == served.layout.tags["single"]["digest"]
+    finally:
+        subprocess.run([*base, "--storage-driver", "vfs", "rmi", "-a", "-f"], capture_output=True)
+        shutil.rmtree(run, ignore_errors=True)
