@@ -6,6 +6,7 @@ one metadata only); the server is uvicorn in a thread.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from mirror.config import Selection
-from mirror.fakengc import FakeCatalog, FakeNGC, seed_catalog
+from mirror.fakengc import FakeCatalog, FakeFile, FakeNGC, FakeVersion, seed_catalog
 from mirror.paths import MirrorPaths
 from mirror.sync import run_sync
 from tests.conftest import make_settings
@@ -200,3 +201,27 @@ def test_a_corrupt_blob_is_never_served_silently(
     with ServeThread(home, reverify="never") as srv, httpx.Client(base_url=srv.url) as c:
         served = c.get(url)
         assert served.status_code == 200 and served.content != content
+
+
+def test_latest_means_the_newest_version_held_here(tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    cat = seed_catalog(limit=2)
+    entry = cat.of_kind("model")[0]
+    held = entry.versions[0].version_id
+    with FakeNGC(cat) as fake:
+        s = make_settings(home, fake.url, kinds=("model",), select=(Selection("*"),))
+        assert run_sync(s).outcome == "ok"
+        # upstream publishes 9.0; this mirror records it but (no selection) fetches no bytes
+        cat.add_version(
+            entry,
+            FakeVersion("9.0", created="2031-01-01T00:00:00.000Z", files=[FakeFile("w", b"x")]),
+        )
+        assert run_sync(dataclasses.replace(s, select=())).outcome == "ok"
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+        info = c.get(f"/v2/models/{entry.org}/{entry.name}").json()["model"]
+        assert info["latestVersionIdStr"] == held  # what `download-version` without :V gets
+        versions = c.get(f"/v2/models/{entry.org}/{entry.name}/versions").json()["modelVersions"]
+        assert versions[0]["versionId"] == "9.0" and versions[0]["status"] == "UPLOAD_PENDING"
+        hit = _search(c, "MODEL", f"resourceId:{entry.resource_id}", 0, 10)
+        attrs = {a["key"]: a["value"] for a in hit["results"][0]["resources"][0]["attributes"]}
+        assert attrs["latestVersionIdStr"] == held

@@ -419,15 +419,12 @@ class NgcApi:
             entries = {
                 e.id: e
                 for e in s.scalars(
-                    select(Entry).where(Entry.id.in_(chunk)).options(selectinload(Entry.versions))
+                    select(Entry)
+                    .where(Entry.id.in_(chunk))
+                    .options(selectinload(Entry.versions).selectinload(Version.files))
                 )
             }
-            out = []
-            for i in chunk:
-                e = entries[i]
-                latest = next((v for v in e.versions if v.version == e.latest_version), None)
-                out.append(docs.search_resource(e, latest.size if latest else None))
-            return len(ids), out
+            return len(ids), [docs.search_resource(entries[i]) for i in chunk]
 
         total, resources = await self._query(run)
         results = (

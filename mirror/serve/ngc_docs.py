@@ -14,6 +14,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
+from mirror.plan import newest_first
 from mirror.schema import Entry, File, Version
 
 JSON = dict[str, Any]
@@ -73,13 +74,28 @@ def _team(entry: Entry) -> str | None:
     return entry.team or None
 
 
-def search_resource(entry: Entry, latest_size: int | None) -> JSON:
+def latest(entry: Entry) -> tuple[str | None, int | None]:
+    """(version, size) of what "latest" means here: the newest version (tag) this mirror holds,
+    else upstream's latest. NVIDIA's client downloads it when no version is given."""
+    held = (
+        served_tags(entry)
+        if entry.kind == "image"
+        else newest_first(v for v in _live(entry) if mirrored(v))
+    )
+    if held:
+        return held[0].version, held[0].size
+    upstream = next((v for v in _live(entry) if v.version == entry.latest_version), None)
+    return entry.latest_version, upstream.size if upstream else None
+
+
+def search_resource(entry: Entry) -> JSON:
+    latest_id, latest_size = latest(entry)
     attrs: list[tuple[str, Any]]
     if entry.kind == "image":
-        attrs = [("latestTag", entry.latest_version), ("size", latest_size)]
+        attrs = [("latestTag", latest_id), ("size", latest_size)]
     else:
         attrs = [
-            ("latestVersionIdStr", entry.latest_version),
+            ("latestVersionIdStr", latest_id),
             ("latestVersionSizeInBytes", latest_size),
             ("application", entry.application),
             ("framework", entry.framework),
@@ -105,7 +121,7 @@ def search_resource(entry: Entry, latest_size: int | None) -> JSON:
 
 def entry_doc(entry: Entry) -> JSON:
     """A Model (§4.1) or Recipe (§5) object."""
-    latest = next((v for v in _live(entry) if v.version == entry.latest_version), None)
+    latest_id, latest_size = latest(entry)
     doc: JSON = {
         "name": entry.name,
         "orgName": entry.org,
@@ -129,12 +145,12 @@ def entry_doc(entry: Entry) -> JSON:
         ("application", entry.application),
         (framework_key, entry.framework),
         ("precision", entry.precision),
-        ("latestVersionIdStr", entry.latest_version),
+        ("latestVersionIdStr", latest_id),
     ):
         if value:
             doc[key] = value
-    if latest is not None and latest.size is not None:
-        doc["latestVersionSizeInBytes"] = latest.size
+    if latest_size is not None:
+        doc["latestVersionSizeInBytes"] = latest_size
     return {k: v for k, v in doc.items() if v is not None}
 
 
