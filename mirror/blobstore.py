@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from mirror.errors import IntegrityError, StoreError
+from mirror.errors import IntegrityError, MirrorError, StoreError
 from mirror.fsutil import atomic_write, fsync_dir, store_error
 from mirror.paths import MirrorPaths, is_hex64, validate_digest
 
@@ -174,6 +174,44 @@ class BlobWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def fetch_into(
+    store: BlobStore,
+    digest: str | None,
+    size: int | None,
+    fetch: Callable[[BlobWriter], int],
+    *,
+    what: str,
+    on_resumed: Callable[[int], None] | None = None,
+    retry_once: Callable[[MirrorError], bool] | None = None,
+) -> tuple[str, int]:
+    """Stream one blob into the store with `fetch(writer) -> bytes received`; return (digest,
+    bytes received). A partial left by an earlier run is resumed (`on_resumed(offset)` is told);
+    if the resumed blob then fails verification, it is fetched once more whole. Any other
+    MirrorError gets one more try when `retry_once(error)` says so (e.g. after refreshing an
+    expired URL). `what` names the blob in log messages.
+    """
+    received = 0
+    for attempt in (1, 2):
+        writer = store.writer(digest, size)
+        resumed = writer.offset > 0
+        if resumed and on_resumed is not None:
+            on_resumed(writer.offset)
+        try:
+            with writer:
+                received += fetch(writer)
+                return writer.commit(), received
+        except IntegrityError:
+            if resumed and attempt == 1:
+                log.warning("resumed download of %s failed verification; starting over", what)
+                continue  # the writer removed the stale partial: fetch it whole
+            raise
+        except MirrorError as exc:
+            if attempt == 1 and retry_once is not None and retry_once(exc):
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 class BlobStore:

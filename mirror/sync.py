@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror import catalog
-from mirror.blobstore import BlobStore
+from mirror.blobstore import BlobStore, BlobWriter, fetch_into
 from mirror.config import RegistrySource, Settings
 from mirror.db import Database, open_catalog_db
 from mirror.errors import HTTPStatusError, IntegrityError, MirrorError, UpstreamError
@@ -269,32 +269,30 @@ class SyncEngine:
         if f.size == 0 and digest:
             return self.store.put_bytes(b"", digest), 0, 0
         url = self.urls.get(task.entry, task.version, f.path)
-        received = 0
-        for attempt in (1, 2):
-            writer = self.store.writer(digest, f.size)
-            resumed = writer.offset > 0
-            if resumed:
-                self.progress.advance(writer.offset)
-            try:
-                with writer:
-                    received += self.http.download(
-                        url,
-                        writer,
-                        headers=self.source.download_headers,
-                        on_progress=self.progress.advance,
-                    )
-                    return writer.commit(), f.size, received
-            except IntegrityError:
-                if resumed and attempt == 1:
-                    log.warning("resumed download of %s failed verification; starting over", f.path)
-                    continue  # the stale partial was removed by the writer; fetch it whole
-                raise
-            except HTTPStatusError as exc:
-                if exc.status in (401, 403, 404) and attempt == 1:
-                    url = self.urls.get(task.entry, task.version, f.path, refresh=True)
-                    continue  # presigned URLs expire: ask for fresh ones once
-                raise
-        raise AssertionError("unreachable")
+
+        def fetch(writer: BlobWriter) -> int:
+            return self.http.download(
+                url, writer, headers=self.source.download_headers, on_progress=self.progress.advance
+            )
+
+        def refresh(exc: MirrorError) -> bool:
+            nonlocal url
+            if not (isinstance(exc, HTTPStatusError) and exc.status in (401, 403, 404)):
+                return False
+            # presigned URLs expire: ask for fresh ones once
+            url = self.urls.get(task.entry, task.version, f.path, refresh=True)
+            return True
+
+        got, received = fetch_into(
+            self.store,
+            digest,
+            f.size,
+            fetch,
+            what=f.path,
+            on_resumed=self.progress.advance,
+            retry_once=refresh,
+        )
+        return got, f.size, received
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, *, dry_run: bool = False) -> SyncReport:

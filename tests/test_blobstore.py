@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -158,3 +159,46 @@ def test_an_empty_partial_is_not_kept(store: BlobStore) -> None:
     with store.writer(d, len(data)) as w:
         w.write(data[:10])
     assert store.partial_size(d) == 10  # a started download is kept for resume
+
+
+def test_fetch_into_restarts_a_resumed_blob_that_fails_verification(store: BlobStore) -> None:
+    from mirror.blobstore import fetch_into
+
+    data = os.urandom(10_000)
+    d = digest_of(data)
+    store.paths.partial(d).write_bytes(b"\0" * 100)  # a stale partial with wrong bytes
+    calls: list[int] = []
+
+    def fetch(w: Any) -> int:
+        calls.append(w.offset)
+        rest = data[w.offset :]
+        w.write(rest)
+        return len(rest)
+
+    assert fetch_into(store, d, len(data), fetch, what="x") == (d, 10_000 - 100 + 10_000)
+    assert calls == [100, 0] and store.verify(d)
+
+
+def test_fetch_into_retries_once_only_when_asked(store: BlobStore) -> None:
+    from mirror.blobstore import fetch_into
+    from mirror.errors import UpstreamError
+
+    data = b"payload"
+    d = digest_of(data)
+    seen: list[str] = []
+
+    def failing(w: Any) -> int:
+        raise UpstreamError("gone")
+
+    def refresh(exc: Exception) -> bool:
+        seen.append(str(exc))
+        return True
+
+    with pytest.raises(UpstreamError):
+        fetch_into(store, d, len(data), failing, what="x", retry_once=refresh)
+    assert len(seen) == 1  # asked after the first failure only
+    with pytest.raises(UpstreamError):
+        fetch_into(store, d, len(data), failing, what="x", retry_once=lambda e: False)
+    with pytest.raises(IntegrityError):  # a fresh (not resumed) blob that fails: no retry
+        fetch_into(store, d, len(data), lambda w: (w.write(b"other!!"), 7)[1], what="x")
+    assert not store.has(d)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 from sqlalchemy import select
@@ -109,3 +110,24 @@ def test_truncated_and_corrupt_bodies_are_retried_and_verified(home: Path) -> No
         assert any(r.headers["range"] == "bytes=50000-" for r in ranged)
         again = run_sync(make_settings(home, fake.url))
         assert again.outcome == "ok" and again.files_fetched == 1
+
+
+def test_an_expired_download_url_is_refreshed_once(home: Path) -> None:
+    cat = seed_catalog(limit=1, include_resources=False)
+    with FakeNGC(cat) as fake:
+        fake.add_fault(Fault(r"^/_dl/", status=403, times=1))  # S3: "Request has expired"
+        report = run_sync(make_settings(home, fake.url, retries=0))
+        assert report.outcome == "ok", report.failures
+        listings = [r for r in fake.requests if re.match(r"^/v2/models/org/.*/files$", r.path)]
+        assert len(listings) == 2  # the listing again, for fresh URLs
+
+
+def test_an_url_that_stays_refused_fails_that_entry_only(home: Path) -> None:
+    cat = seed_catalog(limit=2, include_resources=False)
+    refused = cat.of_kind("model")[0]
+    with FakeNGC(cat) as fake:
+        fake.add_fault(Fault(rf"^/_dl/model/nvidia/_/{refused.name}/", status=403, times=None))
+        report = run_sync(make_settings(home, fake.url, retries=0))
+        assert report.outcome == "partial"
+        assert report.failures  # one line per file of that entry; the other entry is whole
+        assert all(refused.name in f and "HTTP 403" in f for f in report.failures)

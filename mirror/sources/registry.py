@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from mirror.blobstore import BlobStore
+from mirror.blobstore import BlobStore, BlobWriter, fetch_into
 from mirror.config import Secret
 from mirror.errors import DigestError, IntegrityError, ProtocolError, UsageError, redact_url
 from mirror.http import HttpClient
@@ -392,22 +392,14 @@ class RegistryClient:
             return digest
         scope = self._scope(repo)
         url = f"{self.url}/v2/{repo}/blobs/{digest}"
-        for attempt in (1, 2):
-            writer = store.writer(digest, size)
-            resumed = writer.offset > 0
-            try:
-                with writer:
-                    self.http.download(
-                        url,
-                        writer,
-                        headers=lambda: self.auth.headers(scope),
-                        on_challenge=self.auth.handler(scope),
-                        on_progress=on_progress,
-                    )
-                    return writer.commit()
-            except IntegrityError:
-                if resumed and attempt == 1:
-                    log.warning("resumed blob %s failed verification; fetching it whole", digest)
-                    continue
-                raise
-        raise AssertionError("unreachable")
+
+        def fetch(writer: BlobWriter) -> int:
+            return self.http.download(
+                url,
+                writer,
+                headers=lambda: self.auth.headers(scope),
+                on_challenge=self.auth.handler(scope),
+                on_progress=on_progress,
+            )
+
+        return fetch_into(store, digest, size, fetch, what=f"blob {digest}")[0]
