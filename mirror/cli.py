@@ -486,6 +486,7 @@ def serve(
         host=bind_host,
         port=bind_port,
         tokens=tokens,
+        token_file=tokens_path,
         reverify=policy,
         tls_cert=cert,
         tls_key=key,

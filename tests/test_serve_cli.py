@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mirror.fakengc import FakeNGC, seed_catalog
-from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror
+from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror, wait_for
 from tests.registry_peer import free_port
 from tests.tls_certs import make_tls
 
@@ -84,8 +84,21 @@ def test_serves_https_with_a_token_file(
             assert first.status_code == 401
             assert client.get("/v2/", auth=("u", "second-token")).status_code == 200
             assert client.get("/v2/products", auth=("u", "first-token")).status_code == 200
+            # rotate without a restart: revoke first-token, add third-token
+            tokens.write_text("second-token\nthird-token\n")
+            wait_for(
+                lambda: client.get("/v2/", auth=("u", "first-token")).status_code == 401,
+                timeout=20,
+                what="the revoked token to be refused",
+            )
+            assert client.get("/v2/", auth=("u", "third-token")).status_code == 200
+            # a broken edit (no token left) keeps the previous tokens
+            tokens.write_text("# nothing\n")
+            time.sleep(1.5)
+            assert client.get("/v2/", auth=("u", "second-token")).status_code == 200
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"https://127.0.0.1:{port}/" in err and "with read tokens" in err
-    assert "first-token" not in err and "second-token" not in err
+    assert "first-token" not in err and "second-token" not in err and "third-token" not in err
+    assert "read tokens reloaded" in err and "keeping the previous tokens" in err

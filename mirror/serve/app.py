@@ -32,11 +32,12 @@ class MirrorApp:
         root: Path | str,
         *,
         tokens: list[str] | None = None,
+        token_file: Path | None = None,
         reverify: str = "first",
         web: bool = True,
     ) -> None:
         root = Path(root)
-        self.auth = ReadAuth(tokens)
+        self.auth = ReadAuth(tokens, token_file=token_file)
         self.blobs = BlobServer(BlobStore(MirrorPaths(root)), reverify)
         self.registry = RegistryApp(root, self.blobs)
         self.ngc = NgcApi(root, self.auth, self.blobs)
@@ -114,11 +115,12 @@ def create_app(
     root: Path | str,
     *,
     tokens: list[str] | None = None,
+    token_file: Path | None = None,
     reverify: str = "first",
     web: bool = True,
 ) -> MirrorApp:
     """The whole `mirror serve` app over the mirror root `root`."""
-    return MirrorApp(root, tokens=tokens, reverify=reverify, web=web)
+    return MirrorApp(root, tokens=tokens, token_file=token_file, reverify=reverify, web=web)
 
 
 def run(
@@ -127,6 +129,7 @@ def run(
     port: int = 5000,
     *,
     tokens: list[str] | None = None,
+    token_file: Path | None = None,
     reverify: str = "first",
     tls_cert: str = "",
     tls_key: str = "",
@@ -135,7 +138,7 @@ def run(
     """Serve `root` with uvicorn (loopback by default, https with a cert and key)."""
     import uvicorn
 
-    app = create_app(root, tokens=tokens, reverify=reverify)
+    app = create_app(root, tokens=tokens, token_file=token_file, reverify=reverify)
     if tls_cert:
         uvicorn_options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_options)

@@ -20,14 +20,19 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mirror.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SESSION_TTL = 3600
+RELOAD_EVERY = 1.0  # seconds between looks at the token file
 URL_TTL = 3600
 _PREFIX = "mst1."
 
@@ -55,20 +60,43 @@ def read_token_file(path: Path) -> list[str]:
 class ReadAuth:
     """Checks credentials; `ReadAuth(None)` lets every read through."""
 
-    def __init__(self, tokens: Iterable[str] | None, secret: bytes | None = None) -> None:
-        self._digests = (
-            None
-            if tokens is None
-            else frozenset(hashlib.sha256(t.encode()).digest() for t in tokens)
-        )
+    def __init__(
+        self,
+        tokens: Iterable[str] | None,
+        secret: bytes | None = None,
+        *,
+        token_file: Path | None = None,
+    ) -> None:
+        self._digests = None if tokens is None else _digests(tokens)
         self._secret = secret or secrets.token_bytes(32)
+        # with token_file, tokens follow the file: edit it to add or revoke one, no restart
+        self._file = token_file
+        self._stamp = _stamp(token_file) if token_file else None
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self._digests is not None
 
+    def _reload(self) -> None:
+        if self._file is None or time.monotonic() - self._checked < RELOAD_EVERY:
+            return
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = _stamp(self._file)
+            if stamp == self._stamp:
+                return
+            try:
+                self._digests = _digests(read_token_file(self._file))
+                log.warning("read tokens reloaded from %s", self._file)
+            except ConfigError as exc:  # keep serving with the tokens we had
+                log.error("%s: %s; keeping the previous tokens", self._file, exc.message)
+            self._stamp = stamp
+
     def valid_token(self, token: str) -> bool:
         """Whether `token` is a listed token (constant time per candidate)."""
+        self._reload()
         if self._digests is None:
             return True
         probe = hashlib.sha256(token.encode()).digest()
@@ -116,6 +144,18 @@ class ReadAuth:
     def _mac(self, message: str) -> str:
         digest = hmac.new(self._secret, message.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
+
+
+def _digests(tokens: Iterable[str]) -> frozenset[bytes]:
+    return frozenset(hashlib.sha256(t.encode()).digest() for t in tokens)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def basic_password(cred: str) -> str | None:
