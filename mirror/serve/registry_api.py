@@ -71,10 +71,7 @@ class RegistryApp:
         self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # lifespan belongs to the app that mounts this one
             return
         method = str(scope.get("method", "GET")).upper()
         try:
@@ -83,16 +80,6 @@ class RegistryApp:
             await self._error(send, method, err)
         except ResponseAborted:
             return  # the server closes the connection: the client sees a short body
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self._snapshot()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def refresh(self) -> Snapshot:
         """Re-read index.json if a sync or import changed it."""

@@ -229,16 +229,7 @@ class WebApp:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await asyncio.to_thread(self.close)
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # lifespan belongs to the app that mounts this one (close())
             return
         method = str(scope.get("method", "GET")).upper()
         response = await asyncio.to_thread(self.handle, scope)
