@@ -1,16 +1,23 @@
 """Search with collapsed duplicates: parse, match, group by family, suggest.
 
 Whoosh's own `collapse=` with a `limit` returns too few groups (collapsed-out documents still
-take places in the top N; reference/performance.md), so grouping is done here:
+take places in the top N; reference/performance.md), so grouping is done here, in two steps
+over the two kinds of documents of the index (index/schema.py):
 
-1. fetch the top K documents (K grows until enough groups are certain);
-2. group them by family key; a group is *certain* when its best score is above the K-th
-   score, or when the result set is exhausted — any group not seen yet scores no higher;
-3. take the first `limit` certain groups (ordered by best score, then family key), then fetch
-   *all* matching members of just those families.
+1. rank families: the query, over the family documents' merged text, gives each family a
+   score (a family matches whenever one of its members could: its text holds all of theirs);
+   the top K families are scored exactly (K grows until enough groups are certain: a family
+   is *certain* when its score is above the K-th score, or the result set is exhausted);
+2. list members: the query over the entry documents of just those families (and the
+   kind/framework/precision filters, per entry) gives each group its matching members, best
+   first; a family none of whose members matches on its own (its words were spread over
+   several members) is dropped, and more families are ranked until `limit` groups are found.
 
-So a limited answer is always a prefix of the unlimited one, and every member of a returned
-group is listed (nothing is hidden).
+Groups are ordered by family score, then family key; the unlimited answer orders the same
+groups the same way, so a limited answer is always a prefix of the unlimited one, and every
+matching member of a returned group is listed (nothing is hidden). A query with a negation
+cannot be answered from the merged text (a word of one member would exclude the others): it
+ranks entry documents directly (top K entries, groups ordered by their best member).
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ from typing import Any
 
 from whoosh import index as windex
 from whoosh import query as wq
-from whoosh.qparser import AndGroup, MultifieldParser
+from whoosh.qparser import AndGroup, FieldAliasPlugin, MultifieldParser
 from whoosh.searching import Searcher
 
-from index.schema import SEARCH_FIELDS
+from index.schema import FAMILY_FIELD, FAMILY_SEARCH_FIELDS, SEARCH_FIELDS
 from index.writer import current_dir
 
 FIELD_ALIASES = {"kind", "family", *SEARCH_FIELDS}
@@ -59,6 +66,7 @@ class Group:
     family: str
     kind: str
     members: list[Member] = field(default_factory=list)
+    rank: float | None = None  # the family document's score (None: ranked by best member)
 
     @property
     def best_score(self) -> float:
@@ -156,6 +164,11 @@ class Index:
         self.ix = windex.open_dir(str(target))
         self.schema = self.ix.schema
         self._searcher: Searcher | None = None
+        aliases: dict[str, list[str]] = {}
+        for entry_field, fam_field in FAMILY_FIELD.items():
+            aliases.setdefault(fam_field, []).append(entry_field)
+        self._fam_parser = MultifieldParser(list(FAMILY_SEARCH_FIELDS), self.schema, group=AndGroup)
+        self._fam_parser.add_plugin(FieldAliasPlugin(aliases))
 
     @property
     def searcher(self) -> Searcher:
@@ -175,6 +188,27 @@ class Index:
             return parser.parse(text)
         except Exception as exc:  # whoosh raises a zoo of types on odd input
             raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+
+    def _family_query(
+        self, text: str, kind: str | None, framework: str | None, precision: str | None
+    ) -> wq.Query:
+        """The query over family documents: matches every family with a matching member."""
+        try:
+            fq = self._fam_parser.parse(text)
+        except Exception as exc:  # parse() accepted it: should not happen
+            raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+        # only family documents have fam_* fields, so fq never matches an entry
+        terms: list[wq.Query] = []
+        if kind:
+            terms.append(wq.Term("fam_kind", kind))
+        if framework:
+            terms.append(wq.Term("fam_f_framework", framework.lower()))
+        if precision:
+            terms.append(wq.Term("fam_f_precision", precision.lower()))
+        if not terms:
+            return fq
+        # Require: the filter narrows the matcher itself without adding to the scores
+        return wq.Require(fq, wq.And(terms) if len(terms) > 1 else terms[0])
 
     @staticmethod
     def _filter(kind: str | None, framework: str | None, precision: str | None) -> wq.Query | None:
@@ -210,6 +244,96 @@ class Index:
         limit: int | None = None,
     ) -> SearchResult:
         q = self.parse(text)
+        if _has_negation(q):
+            chosen = self._search_entries(q, kind, framework, precision, limit)
+        else:
+            fq = self._family_query(text, kind, framework, precision)
+            chosen = self._search_families(q, fq, kind, framework, precision, limit)
+        result = SearchResult(query=text, groups=chosen)
+        if not chosen:
+            result.suggestions = self.suggest(text)
+        return result
+
+    def _family_hits(self, fq: wq.Query, limit: int | None) -> tuple[list[tuple[float, str]], bool]:
+        """(score, family key) best first, ties by key; and whether they are all."""
+        results = self.searcher.search(fq, limit=limit, optimize=limit is None)
+        if not results.top_n:  # (an empty index has no columns)
+            return [], True
+        # the key from its column: the stored fields hold all members' text
+        keys = self.searcher.reader().column_reader("fam_family")
+        hits = [(float(score or 0.0), keys[docnum]) for score, docnum in results.top_n]
+        hits.sort(key=lambda h: (-h[0], h[1]))
+        return hits, limit is None or results.scored_length() < limit
+
+    def _members(
+        self,
+        q: wq.Query,
+        families: list[str] | None,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+    ) -> dict[str, Group]:
+        """The matching members of `families` (all families if None), grouped by family."""
+        flt = self._filter(kind, framework, precision)
+        parts = [] if flt is None else [flt]
+        if families is not None:
+            parts.append(wq.Or([wq.Term("family", f) for f in families]))
+        if not parts:
+            return {g.family: g for g in _group(self._hits(q, None, None)[0])}
+        # Require: the filter narrows the matcher itself without adding to the scores; as a
+        # list of document numbers (ConstantScoreQuery), the query skips to each of them
+        eq = wq.Require(q, wq.ConstantScoreQuery(wq.And(parts) if len(parts) > 1 else parts[0]))
+        hits, _ = self._hits(eq, None, None)
+        return {g.family: g for g in _group(hits)}
+
+    def _search_families(
+        self,
+        q: wq.Query,
+        fq: wq.Query,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+        limit: int | None,
+    ) -> list[Group]:
+        if limit is None:
+            ranked, _ = self._family_hits(fq, None)
+            groups = self._members(q, None, kind, framework, precision)
+            chosen = []
+            for score, family in ranked:
+                if g := groups.pop(family, None):
+                    g.rank = score
+                    chosen.append(g)
+            # unreachable (a family document holds all of its members' text); kept last
+            chosen.extend(sorted(groups.values(), key=lambda g: (-g.best_score, g.family)))
+            return chosen
+        chosen = []
+        done = 0  # ranked families already looked at, in order
+        k = max(limit * 2, 32)
+        while True:
+            ranked, exhausted = self._family_hits(fq, k)
+            certain = ranked if exhausted else [h for h in ranked if h[0] > ranked[-1][0]]
+            while len(chosen) < limit and done < len(certain):
+                # the members of just as many families as groups are missing
+                batch = certain[done : done + limit - len(chosen)]
+                groups = self._members(q, [f for _, f in batch], kind, framework, precision)
+                for score, family in batch:
+                    if g := groups.get(family):
+                        g.rank = score
+                        chosen.append(g)
+                done += len(batch)
+            if len(chosen) >= limit or exhausted:
+                return chosen[:limit]
+            k *= 4
+
+    def _search_entries(
+        self,
+        q: wq.Query,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+        limit: int | None,
+    ) -> list[Group]:
+        """Groups ranked by their best member, from the top K entries (negated queries)."""
         flt = self._filter(kind, framework, precision)
         k = None if limit is None else max(limit * 8, 64)
         while True:
@@ -226,16 +350,9 @@ class Index:
         if limit is not None:
             chosen = chosen[:limit]
             if not exhausted and chosen:
-                # the families go in the filter, not the query: a query term would add its
-                # own score to every member and change the ranking the user sees
-                fam: wq.Query = wq.Or([wq.Term("family", g.family) for g in chosen])
-                all_hits, _ = self._hits(q, wq.And([fam, flt]) if flt else fam, None)
-                full = {g.family: g for g in _group(all_hits)}
+                full = self._members(q, [g.family for g in chosen], kind, framework, precision)
                 chosen = [full.get(g.family, g) for g in chosen]
-        result = SearchResult(query=text, groups=chosen)
-        if not chosen:
-            result.suggestions = self.suggest(text)
-        return result
+        return chosen
 
     def suggest(self, text: str) -> list[str]:
         """Did-you-mean: the query with each unknown word replaced by a close indexed word."""
@@ -280,6 +397,12 @@ class Index:
             if doc:
                 out.append(doc)
         return out
+
+
+def _has_negation(q: wq.Query) -> bool:
+    if isinstance(q, (wq.Not, wq.AndNot)):
+        return True
+    return any(_has_negation(c) for c in q.children())
 
 
 def _edits(a: str, b: str) -> int:
