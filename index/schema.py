@@ -2,8 +2,10 @@
 
 One Whoosh document per catalog entry, plus one per family (all entries with one family key,
 index/normalize.py): the family document holds the merged text of its members in its own
-`fam_*` fields (fewer of them: labels, framework, precision, application and versions share
-`fam_meta`), so a broad query scores ~7x fewer documents to rank families; the members of the
+two fields (`fam_description`, and `fam_name` for all the others: a word in a name is usually
+in the path and the framework/precision too, and each field searched costs a posting list per
+word per document), so a broad query scores ~7x fewer documents, and fewer postings each, to
+rank families; the members of the
 chosen families are then matched one by one on the entry documents (index/search.py). An entry
 document's fields are never in a family document and vice versa, so a query over one kind of
 field only ever matches that kind of document. Everything `mirror search` prints is stored in
@@ -36,7 +38,7 @@ from whoosh.analysis import (
 from whoosh.fields import ID, KEYWORD, STORED, TEXT, Schema
 
 # Bump when the schema or analysis changes: an index of another format is rebuilt from the DB.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
 
 _PARTS = re.compile(r"[a-z]+|[0-9]+")
 
@@ -98,6 +100,9 @@ def build_schema() -> Schema:
         precision=TEXT(analyzer=names, field_boost=1.5),
         application=TEXT(analyzer=names, field_boost=1.5),
         versions=TEXT(analyzer=names),
+        # what a query without a field name searches (with description): all of the above in
+        # one field, one posting list per word instead of up to seven (index/search.py)
+        text=TEXT(analyzer=names, field_boost=8.0),
         # lower-case facet values for --framework / --precision filters
         f_framework=KEYWORD(lowercase=True, commas=True),
         f_precision=KEYWORD(lowercase=True, commas=True),
@@ -107,10 +112,8 @@ def build_schema() -> Schema:
         fam_kind=ID(stored=True),
         # {entry id: its searchable text}: an update re-builds the document from it
         fam_src=STORED(),
-        fam_name=TEXT(analyzer=names, field_boost=8.0),
-        fam_path=TEXT(analyzer=names, field_boost=3.0),
+        fam_name=TEXT(analyzer=names, field_boost=8.0),  # every entry field but description
         fam_description=TEXT(analyzer=prose_analyzer()),
-        fam_meta=TEXT(analyzer=names, field_boost=1.5),
         fam_f_framework=KEYWORD(lowercase=True, commas=True),
         fam_f_precision=KEYWORD(lowercase=True, commas=True),
     )
@@ -126,21 +129,24 @@ SEARCH_FIELDS = (
     "application",
     "versions",
 )
+# the fields a query word without a field name is looked for in ("name:x" still finds x in
+# names only)
+DEFAULT_FIELDS = ("text", "description")
 
 # the family document's field holding the merged text of each entry field
 FAMILY_FIELD = {
     "name": "fam_name",
-    "path": "fam_path",
+    "path": "fam_name",
     "description": "fam_description",
-    "labels": "fam_meta",
-    "framework": "fam_meta",
-    "precision": "fam_meta",
-    "application": "fam_meta",
-    "versions": "fam_meta",
+    "labels": "fam_name",
+    "framework": "fam_name",
+    "precision": "fam_name",
+    "application": "fam_name",
+    "versions": "fam_name",
     "kind": "fam_kind",
     "family": "fam_family",
 }
-FAMILY_SEARCH_FIELDS = ("fam_name", "fam_path", "fam_description", "fam_meta")
+FAMILY_SEARCH_FIELDS = ("fam_name", "fam_description")
 FAMILY_ID_PREFIX = "#"  # entry ids are "<kind>:<path>"
 
 
@@ -199,7 +205,8 @@ class IndexDoc:
             "id": self.id,
             "kind": self.kind,
             "family": self.family,
-            **self.text(),
+            **(text := self.text()),
+            "text": "\n".join(text[f] for f in SEARCH_FIELDS if f != "description" and text[f]),
             "doc": json.dumps(self.stored(), separators=(",", ":")),
         }
 

@@ -29,10 +29,11 @@ from typing import Any
 
 from whoosh import index as windex
 from whoosh import query as wq
+from whoosh.matching import ListMatcher
 from whoosh.qparser import AndGroup, FieldAliasPlugin, MultifieldParser
 from whoosh.searching import Searcher
 
-from index.schema import FAMILY_FIELD, FAMILY_SEARCH_FIELDS, SEARCH_FIELDS
+from index.schema import DEFAULT_FIELDS, FAMILY_FIELD, FAMILY_SEARCH_FIELDS, SEARCH_FIELDS
 from index.writer import current_dir
 
 FIELD_ALIASES = {"kind", "family", *SEARCH_FIELDS}
@@ -183,7 +184,7 @@ class Index:
 
     def parse(self, text: str) -> wq.Query:
         _check_syntax(text)
-        parser = MultifieldParser(list(SEARCH_FIELDS), self.schema, group=AndGroup)
+        parser = MultifieldParser(list(DEFAULT_FIELDS), self.schema, group=AndGroup)
         try:
             return parser.parse(text)
         except Exception as exc:  # whoosh raises a zoo of types on odd input
@@ -197,6 +198,7 @@ class Index:
             fq = self._fam_parser.parse(text)
         except Exception as exc:  # parse() accepted it: should not happen
             raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+        fq = _relax_phrases(fq)
         # only family documents have fam_* fields, so fq never matches an entry
         terms: list[wq.Query] = []
         if kind:
@@ -274,15 +276,12 @@ class Index:
         precision: str | None,
     ) -> dict[str, Group]:
         """The matching members of `families` (all families if None), grouped by family."""
-        flt = self._filter(kind, framework, precision)
-        parts = [] if flt is None else [flt]
-        if families is not None:
-            parts.append(wq.Or([wq.Term("family", f) for f in families]))
-        if not parts:
-            return {g.family: g for g in _group(self._hits(q, None, None)[0])}
-        # Require: the filter narrows the matcher itself without adding to the scores; as a
-        # list of document numbers (ConstantScoreQuery), the query skips to each of them
-        eq = wq.Require(q, wq.ConstantScoreQuery(wq.And(parts) if len(parts) > 1 else parts[0]))
+        if families is None:
+            hits, _ = self._hits(q, self._filter(kind, framework, precision), None)
+            return {g.family: g for g in _group(hits)}
+        # (no kind filter: the chosen families are of that kind, a family key holds it)
+        facets = [("f_framework", framework), ("f_precision", precision)]
+        eq = wq.Require(q, _Members(families, [(f, v.lower()) for f, v in facets if v]))
         hits, _ = self._hits(eq, None, None)
         return {g.family: g for g in _group(hits)}
 
@@ -397,6 +396,61 @@ class Index:
             if doc:
                 out.append(doc)
         return out
+
+
+class _Members(wq.Query):  # type: ignore[misc]
+    """The entries of some families that have some facet values, as a list of document
+    numbers: a quick matcher to skip to (Whoosh's own, for an Or of 20 family terms, costs
+    as much as the query it narrows)."""
+
+    def __init__(self, families: list[str], facets: list[tuple[str, str]]) -> None:
+        self.families = families
+        self.facets = facets
+
+    def __repr__(self) -> str:
+        return f"_Members({self.families!r}, {self.facets!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Members) and (self.families, self.facets) == (
+            other.families,
+            other.facets,
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.families), tuple(self.facets)))
+
+    def matcher(self, searcher: Searcher, context: Any = None) -> Any:
+        reader = searcher.reader()  # a segment's: document numbers are the segment's
+        ids: set[int] = set()
+        for family in self.families:
+            if ("family", family) in reader:
+                ids.update(reader.postings("family", family).all_ids())
+        docs = sorted(ids)
+        for fname, value in self.facets:
+            if not docs:
+                break
+            if (fname, value) not in reader:
+                docs = []
+                break
+            m, kept = reader.postings(fname, value), []
+            for d in docs:  # skip_to: reads just the posting blocks around the entries
+                if m.is_active() and m.id() < d:
+                    m.skip_to(d)
+                if not m.is_active():
+                    break
+                if m.id() == d:
+                    kept.append(d)
+            docs = kept
+        return ListMatcher(docs, all_weights=0.0)
+
+
+def _relax_phrases(q: wq.Query) -> wq.Query:
+    """Phrases over merged descriptions as all of their words: a family's description holds
+    several members' (checking positions in all of them costs more than the rest of the
+    search), and the members are matched with the phrase itself afterwards."""
+    if isinstance(q, wq.Phrase) and q.fieldname == "fam_description":
+        return wq.And([wq.Term(q.fieldname, w, boost=q.boost) for w in q.words])
+    return q if q.is_leaf() else q.apply(_relax_phrases)
 
 
 def _has_negation(q: wq.Query) -> bool:
