@@ -23,13 +23,14 @@ ranks entry documents directly (top K entries, groups ordered by their best memb
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from whoosh import index as windex
 from whoosh import query as wq
-from whoosh.matching import ListMatcher
+from whoosh.matching.wrappers import WrappingMatcher
 from whoosh.qparser import AndGroup, FieldAliasPlugin, MultifieldParser
 from whoosh.searching import Searcher
 
@@ -280,9 +281,23 @@ class Index:
             hits, _ = self._hits(q, self._filter(kind, framework, precision), None)
             return {g.family: g for g in _group(hits)}
         # (no kind filter: the chosen families are of that kind, a family key holds it)
-        facets = [("f_framework", framework), ("f_precision", precision)]
-        eq = wq.Require(q, _Members(families, [(f, v.lower()) for f, v in facets if v]))
-        hits, _ = self._hits(eq, None, None)
+        facets = [
+            (f, v.lower()) for f, v in (("f_framework", framework), ("f_precision", precision)) if v
+        ]
+        found: list[tuple[float, int]] = []
+        for sub, offset in self.searcher.leaf_searchers():
+            ids = _member_docs(sub.reader(), families, facets)
+            if not ids:
+                continue
+            wanted = set(ids)
+            m = q.matcher(_OnlyDocsSearcher(sub, ids), sub.context())
+            while m.is_active():
+                if (d := m.id()) in wanted:  # (a query that reads no postings visits all)
+                    found.append((float(m.score()), offset + d))
+                m.next()
+        stored = self.searcher.stored_fields
+        hits = [(score, stored(docnum)) for score, docnum in found]
+        hits.sort(key=lambda sh: (-sh[0], sh[1]["id"]))
         return {g.family: g for g in _group(hits)}
 
     def _search_families(
@@ -398,50 +413,91 @@ class Index:
         return out
 
 
-class _Members(wq.Query):  # type: ignore[misc]
-    """The entries of some families that have some facet values, as a list of document
-    numbers: a quick matcher to skip to (Whoosh's own, for an Or of 20 family terms, costs
-    as much as the query it narrows)."""
-
-    def __init__(self, families: list[str], facets: list[tuple[str, str]]) -> None:
-        self.families = families
-        self.facets = facets
-
-    def __repr__(self) -> str:
-        return f"_Members({self.families!r}, {self.facets!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Members) and (self.families, self.facets) == (
-            other.families,
-            other.facets,
-        )
-
-    def __hash__(self) -> int:
-        return hash((tuple(self.families), tuple(self.facets)))
-
-    def matcher(self, searcher: Searcher, context: Any = None) -> Any:
-        reader = searcher.reader()  # a segment's: document numbers are the segment's
-        ids: set[int] = set()
-        for family in self.families:
-            if ("family", family) in reader:
-                ids.update(reader.postings("family", family).all_ids())
-        docs = sorted(ids)
-        for fname, value in self.facets:
-            if not docs:
+def _member_docs(reader: Any, families: list[str], facets: list[tuple[str, str]]) -> list[int]:
+    """The entries of `families` with all of `facets` (field, value): sorted document numbers
+    of `reader`'s segment."""
+    ids: set[int] = set()
+    for family in families:
+        if ("family", family) in reader:
+            ids.update(reader.postings("family", family).all_ids())
+    docs = sorted(ids)
+    for fname, value in facets:
+        if not docs or (fname, value) not in reader:
+            return []
+        m, kept = reader.postings(fname, value), []
+        for d in docs:  # skip_to: reads just the posting blocks around the entries
+            if m.is_active() and m.id() < d:
+                m.skip_to(d)
+            if not m.is_active():
                 break
-            if (fname, value) not in reader:
-                docs = []
-                break
-            m, kept = reader.postings(fname, value), []
-            for d in docs:  # skip_to: reads just the posting blocks around the entries
-                if m.is_active() and m.id() < d:
-                    m.skip_to(d)
-                if not m.is_active():
-                    break
-                if m.id() == d:
-                    kept.append(d)
-            docs = kept
-        return ListMatcher(docs, all_weights=0.0)
+            if m.id() == d:
+                kept.append(d)
+        docs = kept
+    return docs
+
+
+class _OnlyDocs(WrappingMatcher):  # type: ignore[misc]
+    """A term's postings, only at the given documents (sorted): skips to each in turn."""
+
+    def __init__(self, child: Any, ids: list[int], boost: float = 1.0) -> None:
+        super().__init__(child, boost)
+        self._ids = ids
+        self._done = False
+        self._find_next()
+
+    def _find_next(self) -> None:
+        child, ids = self.child, self._ids
+        while child.is_active():
+            cid = child.id()
+            i = bisect_left(ids, cid)
+            if i == len(ids):
+                self._done = True
+                return
+            if ids[i] == cid:
+                return
+            child.skip_to(ids[i])
+
+    def is_active(self) -> bool:
+        return not self._done and bool(self.child.is_active())
+
+    def next(self) -> None:
+        self.child.next()
+        self._find_next()
+
+    def skip_to(self, id: int) -> None:
+        if self.child.id() < id:
+            self.child.skip_to(id)
+        self._find_next()
+
+    def all_ids(self) -> Any:
+        wanted = set(self._ids)
+        return (i for i in self.child.all_ids() if i in wanted)
+
+    def copy(self) -> _OnlyDocs:
+        return _OnlyDocs(self.child.copy(), self._ids, self.boost)
+
+    def _replacement(self, newchild: Any) -> _OnlyDocs:
+        return _OnlyDocs(newchild, self._ids, self.boost)
+
+    def supports_block_quality(self) -> bool:
+        return False
+
+
+class _OnlyDocsSearcher:
+    """A segment searcher whose postings skip everything but some documents: a query's
+    matcher from it visits just those (a phrase's would otherwise read positions in every
+    document with its words until the next match), with the scores of the whole index."""
+
+    def __init__(self, searcher: Searcher, ids: list[int]) -> None:
+        self._searcher = searcher
+        self._ids = ids
+
+    def postings(self, fieldname: str, text: Any, weighting: Any = None, qf: float = 1) -> Any:
+        m = self._searcher.postings(fieldname, text, weighting=weighting, qf=qf)
+        return _OnlyDocs(m, self._ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._searcher, name)
 
 
 def _relax_phrases(q: wq.Query) -> wq.Query:
