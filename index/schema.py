@@ -1,17 +1,20 @@
 """The search index's schema, analyzers and document shape. Whoosh is imported only in index/.
 
 One Whoosh document per catalog entry, plus one per family (all entries with one family key,
-index/normalize.py): the family document holds the merged text of its members in its own
-two fields (`fam_description`, and `fam_name` for all the others: a word in a name is usually
-in the path and the framework/precision too, and each field searched costs a posting list per
-word per document), so a broad query scores ~7x fewer documents, and fewer postings each, to
-rank families; the members of the
-chosen families are then matched one by one on the entry documents (index/search.py). An entry
-document's fields are never in a family document and vice versa, so a query over one kind of
-field only ever matches that kind of document. Everything `mirror search` prints is stored in
-the index itself (the `doc` field, JSON), so a search never opens the catalog database: that
-keeps SQLAlchemy (~260 ms to import) off the search path. A family document also stores its
-members' searchable text (`fam_src`), from which an incremental update re-writes it.
+index/normalize.py). The family document holds the merged text of its members in two fields,
+`fam_description` and `fam_name` (all the other fields: a variant word is usually in the
+name, the path and the framework/precision at once, and each field searched costs a posting
+list per word per document), so a broad query scores ~7x fewer documents, and fewer postings
+each, to rank families; the members of the chosen families are then matched on the entry
+documents (index/search.py). An entry's `text` field likewise holds all its fields but the
+description: a query word without a field name is looked for in `text` and `description`
+(`name:x` still searches names only). Entry and family documents have no field in common
+but `id`, so a query over one kind of field only ever matches that kind of document.
+
+Everything `mirror search` prints is stored in the index itself (the `doc` field, JSON), so a
+search never opens the catalog database: that keeps SQLAlchemy (~260 ms to import) off the
+search path. A family document also stores its members' searchable text (`fam_src`), from
+which an incremental update re-writes it.
 
 Analysis: names are split on anything that is not a letter or digit, and every token with a
 letter/digit boundary is also emitted in parts, so "BERT-Large(fine-tuning)" gives bert, large,

@@ -187,3 +187,27 @@ def test_incremental_updates_keep_family_documents_in_sync(
         finally:
             inc.close()
             full.close()
+
+
+def test_a_field_name_still_narrows_the_search_to_that_field() -> None:
+    """Words without a field name are looked for in the merged `text` field (and the
+    description); `labels:x` etc. search that field only, for entries and families alike."""
+    docs = [
+        IndexDoc(kind="model", path="nvidia/a", display_name="Alpha", labels=["gnmt"]),
+        IndexDoc(kind="model", path="nvidia/b", display_name="Gnmt Beta"),
+        IndexDoc(kind="model", path="nvidia/c", display_name="Gamma", description="gnmt"),
+    ]
+    ix, tmp = _index(docs)
+    try:
+
+        def paths(query: str) -> set[str]:
+            return {m.path for g in ix.search(query, limit=None).groups for m in g.members}
+
+        assert paths("gnmt") == {"nvidia/a", "nvidia/b", "nvidia/c"}
+        assert paths("labels:gnmt") == {"nvidia/a"}
+        assert paths("name:gnmt") == {"nvidia/b"}
+        assert paths("description:gnmt") == {"nvidia/c"}
+        assert [g.family for g in ix.search("labels:gnmt", limit=1).groups] == [docs[0].family]
+    finally:
+        ix.close()
+        tmp.cleanup()
