@@ -1,8 +1,20 @@
 """The search index's schema, analyzers and document shape. Whoosh is imported only in index/.
 
-One Whoosh document per catalog entry. Everything `mirror search` prints is stored in the
-index itself (the `doc` field, JSON), so a search never opens the catalog database: that keeps
-SQLAlchemy (~260 ms to import) off the search path.
+One Whoosh document per catalog entry, plus one per family (all entries with one family key,
+index/normalize.py). The family document holds the merged text of its members in two fields,
+`fam_description` and `fam_name` (all the other fields: a variant word is usually in the
+name, the path and the framework/precision at once, and each field searched costs a posting
+list per word per document), so a broad query scores ~7x fewer documents, and fewer postings
+each, to rank families; the members of the chosen families are then matched on the entry
+documents (index/search.py). An entry's `text` field likewise holds all its fields but the
+description: a query word without a field name is looked for in `text` and `description`
+(`name:x` still searches names only). Entry and family documents have no field in common
+but `id`, so a query over one kind of field only ever matches that kind of document.
+
+Everything `mirror search` prints is stored in the index itself (the `doc` field, JSON), so a
+search never opens the catalog database: that keeps SQLAlchemy (~260 ms to import) off the
+search path. A family document also stores its members' searchable text (`fam_src`), from
+which an incremental update re-writes it.
 
 Analysis: names are split on anything that is not a letter or digit, and every token with a
 letter/digit boundary is also emitted in parts, so "BERT-Large(fine-tuning)" gives bert, large,
@@ -29,7 +41,7 @@ from whoosh.analysis import (
 from whoosh.fields import ID, KEYWORD, STORED, TEXT, Schema
 
 # Bump when the schema or analysis changes: an index of another format is rebuilt from the DB.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 4
 
 _PARTS = re.compile(r"[a-z]+|[0-9]+")
 
@@ -91,10 +103,22 @@ def build_schema() -> Schema:
         precision=TEXT(analyzer=names, field_boost=1.5),
         application=TEXT(analyzer=names, field_boost=1.5),
         versions=TEXT(analyzer=names),
+        # what a query without a field name searches (with description): all of the above in
+        # one field, one posting list per word instead of up to seven (index/search.py)
+        text=TEXT(analyzer=names, field_boost=8.0),
         # lower-case facet values for --framework / --precision filters
         f_framework=KEYWORD(lowercase=True, commas=True),
         f_precision=KEYWORD(lowercase=True, commas=True),
         doc=STORED(),
+        # family documents (id "#<family key>"); the key is read from its column (cheap)
+        fam_family=ID(stored=True, sortable=True),
+        fam_kind=ID(stored=True),
+        # {entry id: its searchable text}: an update re-builds the document from it
+        fam_src=STORED(),
+        fam_name=TEXT(analyzer=names, field_boost=8.0),  # every entry field but description
+        fam_description=TEXT(analyzer=prose_analyzer()),
+        fam_f_framework=KEYWORD(lowercase=True, commas=True),
+        fam_f_precision=KEYWORD(lowercase=True, commas=True),
     )
 
 
@@ -108,6 +132,50 @@ SEARCH_FIELDS = (
     "application",
     "versions",
 )
+# the fields a query word without a field name is looked for in ("name:x" still finds x in
+# names only)
+DEFAULT_FIELDS = ("text", "description")
+
+# the family document's field holding the merged text of each entry field
+FAMILY_FIELD = {
+    "name": "fam_name",
+    "path": "fam_name",
+    "description": "fam_description",
+    "labels": "fam_name",
+    "framework": "fam_name",
+    "precision": "fam_name",
+    "application": "fam_name",
+    "versions": "fam_name",
+    "kind": "fam_kind",
+    "family": "fam_family",
+}
+FAMILY_SEARCH_FIELDS = ("fam_name", "fam_description")
+FAMILY_ID_PREFIX = "#"  # entry ids are "<kind>:<path>"
+
+
+def family_fields(family: str, kind: str, sources: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The Whoosh fields of a family document, from its members' searchable text by entry id
+    (IndexDoc.text())."""
+    members = [sources[i] for i in sorted(sources)]
+    merged: dict[str, list[str]] = {}
+    for m in members:
+        for fname in SEARCH_FIELDS:
+            bucket = merged.setdefault(FAMILY_FIELD[fname], [])
+            if m[fname] and m[fname] not in bucket:
+                bucket.append(m[fname])
+    facets: dict[str, list[str]] = {"f_framework": [], "f_precision": []}
+    for m in members:
+        for facet, bucket in facets.items():
+            bucket.extend(v for v in m[facet].split(",") if v and v not in bucket)
+    return {
+        "id": FAMILY_ID_PREFIX + family,
+        "fam_family": family,
+        "fam_kind": kind,
+        **{fname: "\n".join(texts) for fname, texts in merged.items()},
+        "fam_f_framework": ",".join(facets["f_framework"]),
+        "fam_f_precision": ",".join(facets["f_precision"]),
+        "fam_src": json.dumps(sources, separators=(",", ":"), sort_keys=True),
+    }
 
 
 @dataclass
@@ -136,13 +204,21 @@ class IndexDoc:
 
     def fields(self) -> dict[str, Any]:
         """The Whoosh fields for this entry (family and variants must be filled in)."""
-        v = self.variants
-        frameworks = [*v.get("framework", []), *([self.framework] if self.framework else [])]
-        precisions = [*v.get("precision", []), *([self.precision] if self.precision else [])]
         return {
             "id": self.id,
             "kind": self.kind,
             "family": self.family,
+            **(text := self.text()),
+            "text": "\n".join(text[f] for f in SEARCH_FIELDS if f != "description" and text[f]),
+            "doc": json.dumps(self.stored(), separators=(",", ":")),
+        }
+
+    def text(self) -> dict[str, str]:
+        """The searchable text fields (and facets) of this entry."""
+        v = self.variants
+        frameworks = [*v.get("framework", []), *([self.framework] if self.framework else [])]
+        precisions = [*v.get("precision", []), *([self.precision] if self.precision else [])]
+        return {
             "name": f"{self.display_name} {self.name}",
             "path": self.path,
             "description": self.description,
@@ -153,7 +229,6 @@ class IndexDoc:
             "versions": " ".join(self.versions[:50]),
             "f_framework": ",".join(frameworks),
             "f_precision": ",".join(precisions),
-            "doc": json.dumps(self.stored(), separators=(",", ":")),
         }
 
     def stored(self) -> dict[str, Any]:

@@ -1,31 +1,40 @@
 """Search with collapsed duplicates: parse, match, group by family, suggest.
 
 Whoosh's own `collapse=` with a `limit` returns too few groups (collapsed-out documents still
-take places in the top N; reference/performance.md), so grouping is done here:
+take places in the top N; reference/performance.md), so grouping is done here, in two steps
+over the two kinds of documents of the index (index/schema.py):
 
-1. fetch the top K documents (K grows until enough groups are certain);
-2. group them by family key; a group is *certain* when its best score is above the K-th
-   score, or when the result set is exhausted — any group not seen yet scores no higher;
-3. take the first `limit` certain groups (ordered by best score, then family key), then fetch
-   *all* matching members of just those families.
+1. rank families: the query, over the family documents' merged text, gives each family a
+   score (a family matches whenever one of its members could: its text holds all of theirs);
+   the top K families are scored exactly (K grows until enough groups are certain: a family
+   is *certain* when its score is above the K-th score, or the result set is exhausted);
+2. list members: the query over the entry documents of just those families (and the
+   kind/framework/precision filters, per entry) gives each group its matching members, best
+   first; a family none of whose members matches on its own (its words were spread over
+   several members) is dropped, and more families are ranked until `limit` groups are found.
 
-So a limited answer is always a prefix of the unlimited one, and every member of a returned
-group is listed (nothing is hidden).
+Groups are ordered by family score, then family key; the unlimited answer orders the same
+groups the same way, so a limited answer is always a prefix of the unlimited one, and every
+matching member of a returned group is listed (nothing is hidden). A query with a negation
+cannot be answered from the merged text (a word of one member would exclude the others): it
+ranks entry documents directly (top K entries, groups ordered by their best member).
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from whoosh import index as windex
 from whoosh import query as wq
-from whoosh.qparser import AndGroup, MultifieldParser
+from whoosh.matching.wrappers import WrappingMatcher
+from whoosh.qparser import AndGroup, FieldAliasPlugin, MultifieldParser
 from whoosh.searching import Searcher
 
-from index.schema import SEARCH_FIELDS
+from index.schema import DEFAULT_FIELDS, FAMILY_FIELD, FAMILY_SEARCH_FIELDS, SEARCH_FIELDS
 from index.writer import current_dir
 
 FIELD_ALIASES = {"kind", "family", *SEARCH_FIELDS}
@@ -59,6 +68,7 @@ class Group:
     family: str
     kind: str
     members: list[Member] = field(default_factory=list)
+    rank: float | None = None  # the family document's score (None: ranked by best member)
 
     @property
     def best_score(self) -> float:
@@ -156,6 +166,11 @@ class Index:
         self.ix = windex.open_dir(str(target))
         self.schema = self.ix.schema
         self._searcher: Searcher | None = None
+        aliases: dict[str, list[str]] = {}
+        for entry_field, fam_field in FAMILY_FIELD.items():
+            aliases.setdefault(fam_field, []).append(entry_field)
+        self._fam_parser = MultifieldParser(list(FAMILY_SEARCH_FIELDS), self.schema, group=AndGroup)
+        self._fam_parser.add_plugin(FieldAliasPlugin(aliases))
 
     @property
     def searcher(self) -> Searcher:
@@ -170,11 +185,33 @@ class Index:
 
     def parse(self, text: str) -> wq.Query:
         _check_syntax(text)
-        parser = MultifieldParser(list(SEARCH_FIELDS), self.schema, group=AndGroup)
+        parser = MultifieldParser(list(DEFAULT_FIELDS), self.schema, group=AndGroup)
         try:
             return parser.parse(text)
         except Exception as exc:  # whoosh raises a zoo of types on odd input
             raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+
+    def _family_query(
+        self, text: str, kind: str | None, framework: str | None, precision: str | None
+    ) -> wq.Query:
+        """The query over family documents: matches every family with a matching member."""
+        try:
+            fq = self._fam_parser.parse(text)
+        except Exception as exc:  # parse() accepted it: should not happen
+            raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
+        fq = _relax_phrases(fq)
+        # only family documents have fam_* fields, so fq never matches an entry
+        terms: list[wq.Query] = []
+        if kind:
+            terms.append(wq.Term("fam_kind", kind))
+        if framework:
+            terms.append(wq.Term("fam_f_framework", framework.lower()))
+        if precision:
+            terms.append(wq.Term("fam_f_precision", precision.lower()))
+        if not terms:
+            return fq
+        # Require: the filter narrows the matcher itself without adding to the scores
+        return wq.Require(fq, wq.And(terms) if len(terms) > 1 else terms[0])
 
     @staticmethod
     def _filter(kind: str | None, framework: str | None, precision: str | None) -> wq.Query | None:
@@ -210,6 +247,107 @@ class Index:
         limit: int | None = None,
     ) -> SearchResult:
         q = self.parse(text)
+        if _has_negation(q):
+            chosen = self._search_entries(q, kind, framework, precision, limit)
+        else:
+            fq = self._family_query(text, kind, framework, precision)
+            chosen = self._search_families(q, fq, kind, framework, precision, limit)
+        result = SearchResult(query=text, groups=chosen)
+        if not chosen:
+            result.suggestions = self.suggest(text)
+        return result
+
+    def _family_hits(self, fq: wq.Query, limit: int | None) -> tuple[list[tuple[float, str]], bool]:
+        """(score, family key) best first, ties by key; and whether they are all."""
+        results = self.searcher.search(fq, limit=limit, optimize=limit is None)
+        if not results.top_n:  # (an empty index has no columns)
+            return [], True
+        # the key from its column: the stored fields hold all members' text
+        keys = self.searcher.reader().column_reader("fam_family")
+        hits = [(float(score or 0.0), keys[docnum]) for score, docnum in results.top_n]
+        hits.sort(key=lambda h: (-h[0], h[1]))
+        return hits, limit is None or results.scored_length() < limit
+
+    def _members(
+        self,
+        q: wq.Query,
+        families: list[str] | None,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+    ) -> dict[str, Group]:
+        """The matching members of `families` (all families if None), grouped by family."""
+        if families is None:
+            hits, _ = self._hits(q, self._filter(kind, framework, precision), None)
+            return {g.family: g for g in _group(hits)}
+        # (no kind filter: the chosen families are of that kind, a family key holds it)
+        facets = [
+            (f, v.lower()) for f, v in (("f_framework", framework), ("f_precision", precision)) if v
+        ]
+        found: list[tuple[float, int]] = []
+        for sub, offset in self.searcher.leaf_searchers():
+            ids = _member_docs(sub.reader(), families, facets)
+            if not ids:
+                continue
+            wanted = set(ids)
+            m = q.matcher(_OnlyDocsSearcher(sub, ids), sub.context())
+            while m.is_active():
+                if (d := m.id()) in wanted:  # (a query that reads no postings visits all)
+                    found.append((float(m.score()), offset + d))
+                m.next()
+        stored = self.searcher.stored_fields
+        hits = [(score, stored(docnum)) for score, docnum in found]
+        hits.sort(key=lambda sh: (-sh[0], sh[1]["id"]))
+        return {g.family: g for g in _group(hits)}
+
+    def _search_families(
+        self,
+        q: wq.Query,
+        fq: wq.Query,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+        limit: int | None,
+    ) -> list[Group]:
+        if limit is None:
+            ranked, _ = self._family_hits(fq, None)
+            groups = self._members(q, None, kind, framework, precision)
+            chosen = []
+            for score, family in ranked:
+                if g := groups.pop(family, None):
+                    g.rank = score
+                    chosen.append(g)
+            # unreachable (a family document holds all of its members' text); kept last
+            chosen.extend(sorted(groups.values(), key=lambda g: (-g.best_score, g.family)))
+            return chosen
+        chosen = []
+        done = 0  # ranked families already looked at, in order
+        k = max(limit * 2, 32)
+        while True:
+            ranked, exhausted = self._family_hits(fq, k)
+            certain = ranked if exhausted else [h for h in ranked if h[0] > ranked[-1][0]]
+            while len(chosen) < limit and done < len(certain):
+                # the members of just as many families as groups are missing
+                batch = certain[done : done + limit - len(chosen)]
+                groups = self._members(q, [f for _, f in batch], kind, framework, precision)
+                for score, family in batch:
+                    if g := groups.get(family):
+                        g.rank = score
+                        chosen.append(g)
+                done += len(batch)
+            if len(chosen) >= limit or exhausted:
+                return chosen[:limit]
+            k *= 4
+
+    def _search_entries(
+        self,
+        q: wq.Query,
+        kind: str | None,
+        framework: str | None,
+        precision: str | None,
+        limit: int | None,
+    ) -> list[Group]:
+        """Groups ranked by their best member, from the top K entries (negated queries)."""
         flt = self._filter(kind, framework, precision)
         k = None if limit is None else max(limit * 8, 64)
         while True:
@@ -226,16 +364,9 @@ class Index:
         if limit is not None:
             chosen = chosen[:limit]
             if not exhausted and chosen:
-                # the families go in the filter, not the query: a query term would add its
-                # own score to every member and change the ranking the user sees
-                fam: wq.Query = wq.Or([wq.Term("family", g.family) for g in chosen])
-                all_hits, _ = self._hits(q, wq.And([fam, flt]) if flt else fam, None)
-                full = {g.family: g for g in _group(all_hits)}
+                full = self._members(q, [g.family for g in chosen], kind, framework, precision)
                 chosen = [full.get(g.family, g) for g in chosen]
-        result = SearchResult(query=text, groups=chosen)
-        if not chosen:
-            result.suggestions = self.suggest(text)
-        return result
+        return chosen
 
     def suggest(self, text: str) -> list[str]:
         """Did-you-mean: the query with each unknown word replaced by a close indexed word."""
@@ -280,6 +411,108 @@ class Index:
             if doc:
                 out.append(doc)
         return out
+
+
+def _member_docs(reader: Any, families: list[str], facets: list[tuple[str, str]]) -> list[int]:
+    """The entries of `families` with all of `facets` (field, value): sorted document numbers
+    of `reader`'s segment."""
+    ids: set[int] = set()
+    for family in families:
+        if ("family", family) in reader:
+            ids.update(reader.postings("family", family).all_ids())
+    docs = sorted(ids)
+    for fname, value in facets:
+        if not docs or (fname, value) not in reader:
+            return []
+        m, kept = reader.postings(fname, value), []
+        for d in docs:  # skip_to: reads just the posting blocks around the entries
+            if m.is_active() and m.id() < d:
+                m.skip_to(d)
+            if not m.is_active():
+                break
+            if m.id() == d:
+                kept.append(d)
+        docs = kept
+    return docs
+
+
+class _OnlyDocs(WrappingMatcher):  # type: ignore[misc]
+    """A term's postings, only at the given documents (sorted): skips to each in turn."""
+
+    def __init__(self, child: Any, ids: list[int], boost: float = 1.0) -> None:
+        super().__init__(child, boost)
+        self._ids = ids
+        self._done = False
+        self._find_next()
+
+    def _find_next(self) -> None:
+        child, ids = self.child, self._ids
+        while child.is_active():
+            cid = child.id()
+            i = bisect_left(ids, cid)
+            if i == len(ids):
+                self._done = True
+                return
+            if ids[i] == cid:
+                return
+            child.skip_to(ids[i])
+
+    def is_active(self) -> bool:
+        return not self._done and bool(self.child.is_active())
+
+    def next(self) -> None:
+        self.child.next()
+        self._find_next()
+
+    def skip_to(self, id: int) -> None:
+        if self.child.id() < id:
+            self.child.skip_to(id)
+        self._find_next()
+
+    def all_ids(self) -> Any:
+        wanted = set(self._ids)
+        return (i for i in self.child.all_ids() if i in wanted)
+
+    def copy(self) -> _OnlyDocs:
+        return _OnlyDocs(self.child.copy(), self._ids, self.boost)
+
+    def _replacement(self, newchild: Any) -> _OnlyDocs:
+        return _OnlyDocs(newchild, self._ids, self.boost)
+
+    def supports_block_quality(self) -> bool:
+        return False
+
+
+class _OnlyDocsSearcher:
+    """A segment searcher whose postings skip everything but some documents: a query's
+    matcher from it visits just those (a phrase's would otherwise read positions in every
+    document with its words until the next match), with the scores of the whole index."""
+
+    def __init__(self, searcher: Searcher, ids: list[int]) -> None:
+        self._searcher = searcher
+        self._ids = ids
+
+    def postings(self, fieldname: str, text: Any, weighting: Any = None, qf: float = 1) -> Any:
+        m = self._searcher.postings(fieldname, text, weighting=weighting, qf=qf)
+        return _OnlyDocs(m, self._ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._searcher, name)
+
+
+def _relax_phrases(q: wq.Query) -> wq.Query:
+    """Phrases over merged descriptions as all of their words: a family's description holds
+    several members' (checking positions in all of them costs more than the rest of the
+    search), and the members are matched with the phrase itself afterwards."""
+    if isinstance(q, wq.Phrase) and q.fieldname == "fam_description":
+        return wq.And([wq.Term(q.fieldname, w, boost=q.boost) for w in q.words])
+    return q if q.is_leaf() else q.apply(_relax_phrases)
+
+
+def _has_negation(q: wq.Query) -> bool:
+    if isinstance(q, (wq.Not, wq.AndNot)):
+        return True
+    return any(_has_negation(c) for c in q.children())
 
 
 def _edits(a: str, b: str) -> int:

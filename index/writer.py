@@ -9,12 +9,15 @@ Layout under `<root>/search/`:
 
 Readers resolve `current` once and read a consistent generation; Whoosh's own commits inside a
 generation are atomic too (a new TOC is written last), so a search running during a sync sees
-either the old or the new state, never a mix.
+either the old or the new state, never a mix. Entry and family documents live in the same
+index, so one commit changes both: an update re-writes the whole family document of every
+family an entry joins or leaves (from the members' stored text) and deletes emptied ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterable
@@ -23,7 +26,7 @@ from pathlib import Path
 from whoosh import index as windex
 
 from index.normalize import extract_variants, family_key
-from index.schema import FORMAT_VERSION, IndexDoc, build_schema
+from index.schema import FAMILY_ID_PREFIX, FORMAT_VERSION, IndexDoc, build_schema, family_fields
 
 CURRENT = "current"
 FORMAT_FILE = "FORMAT"
@@ -69,12 +72,21 @@ def rebuild(search_root: Path, docs: Iterable[IndexDoc]) -> int:
     target.mkdir()
     ix = windex.create_in(str(target), build_schema())
     n = 0
+    # the members of a family get adjacent document numbers: matching the members of a few
+    # families (index/search.py) then reads a few short stretches of each posting list
+    families: dict[str, list[IndexDoc]] = {}
+    for doc in docs:
+        families.setdefault(enrich(doc).family, []).append(doc)
     # one big segment: the pool of 1 proc avoids merging costs on a 2-core machine
     writer = ix.writer(limitmb=256)
     try:
-        for doc in docs:
-            writer.add_document(**enrich(doc).fields())
-            n += 1
+        for members in families.values():
+            for doc in members:
+                writer.add_document(**doc.fields())
+                n += 1
+        for family, members in families.items():
+            sources = {doc.id: doc.text() for doc in members}
+            writer.add_document(**family_fields(family, members[0].kind, sources))
         writer.commit(optimize=True)
     except BaseException:
         writer.cancel()
@@ -101,11 +113,37 @@ def update(search_root: Path, changed: Iterable[IndexDoc], removed: Iterable[str
     writer = ix.writer()
     n = 0
     try:
-        for doc_id in removed:
-            writer.delete_by_term("id", doc_id)
-        for doc in changed:
-            writer.update_document(**enrich(doc).fields())
-            n += 1
+        with ix.searcher() as s:  # the committed state, before this update
+            touched: set[str] = set()  # families an entry leaves or joins
+            gone: set[str] = set()
+            for doc_id in removed:
+                if old := s.document(id=doc_id):
+                    touched.add(old["family"])
+                gone.add(doc_id)
+                writer.delete_by_term("id", doc_id)
+            new: dict[str, dict[str, tuple[str, dict[str, str]]]] = {}
+            for doc in changed:
+                enrich(doc)
+                if old := s.document(id=doc.id):
+                    touched.add(old["family"])
+                touched.add(doc.family)
+                gone.add(doc.id)
+                new.setdefault(doc.family, {})[doc.id] = (doc.kind, doc.text())
+                writer.update_document(**doc.fields())
+                n += 1
+            for family in sorted(touched):
+                fam_id = FAMILY_ID_PREFIX + family
+                old_fam = s.document(id=fam_id) or {"fam_src": "{}", "fam_kind": ""}
+                kind = old_fam["fam_kind"]  # a family key holds the kind: one per family
+                sources = {
+                    i: src for i, src in json.loads(old_fam["fam_src"]).items() if i not in gone
+                }
+                for i, (new_kind, src) in new.get(family, {}).items():
+                    sources[i], kind = src, new_kind
+                if sources:
+                    writer.update_document(**family_fields(family, kind, sources))
+                else:
+                    writer.delete_by_term("id", fam_id)
         writer.commit()
     except BaseException:
         writer.cancel()
