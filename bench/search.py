@@ -7,10 +7,12 @@ Per catalog size N (synthetic, deterministic: bench/search_catalog.py), on the s
 build time, on-disk size, warm query latency p50/p95 over a 25-query mix (words, pairs, a rare
 word, misspellings, phrases, kind/framework/precision filters; limit=20, after a warm-up), cold
 `mirror search bert` as a whole process (median), and re-indexing 100 changed entries. FTS5 and
-tantivy do the same work per query as Whoosh's first step (top 160 hits, stored JSON decoded,
-grouped by family: bench/search_engines.py). Also: `python -X importtime` of the CLI search
-(top 10 imports), whether limit=20 groups are a prefix of the unlimited groups, and how well
-index.normalize's family keys recover the generator's families.
+tantivy fetch the top 160 entry hits, decode the stored JSON and group them by family
+(bench/search_engines.py) — less than Whoosh does since it ranks one document per family and
+then lists every matching member of the chosen families (index/search.py). Also:
+`python -X importtime` of the CLI search (top 10 imports), whether limit=20 groups are a
+prefix of the unlimited groups, and how well index.normalize's family keys recover the
+generator's families.
 
 Targets at 100k: warm p50 <= 30 ms; cold CLI <= 0.6 s; re-index of 100 changed <= 2 s.
 The machine is shared and noisy: compare ratios measured in one run, not absolute times.
@@ -211,7 +213,7 @@ def run_size(n: int, work: Path, args: argparse.Namespace, have_tv: bool) -> dic
         bad = next((i for i, (a, b) in enumerate(zip(lim, full, strict=False)) if a != b), None)
         extra = "" if ok else f", first differs at rank {bad}"
         if m := topk_missing(text, flt):
-            extra += f", {m} docs missing from Whoosh's top-160"
+            extra += f", {m} docs missing from an entry top-160"
         if lr.groups and (d := lr.groups[0].best_score - fr.groups[0].best_score):
             extra += f", top score {d:+.3f} vs unlimited"
         checks.append(f"{qlabel(text, flt)!r} {'OK' if ok else 'MISMATCH'} "

@@ -5,7 +5,8 @@ Both index what Whoosh's name/path/description/labels/framework/precision fields
 same letter/digit splitting ("ResNet18" also gives resnet, 18) done here in Python, stemming
 (porter / en_stem) and name-favouring weights; both store the same `doc` JSON as Whoosh. A query
 fetches the top 8 x limit hits, decodes the stored JSON and groups them by the family key that
-index.writer.enrich computed: the same work as the first step of index.search.Index.search.
+index.writer.enrich computed (what index.search did before it ranked family documents; it now
+does more per query: every matching member of the chosen families is listed).
 
 Also the cold-process probe:  python bench/search_engines.py fts5|tantivy DIR QUERY
 (imports only what a real search command would).
