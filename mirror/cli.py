@@ -473,6 +473,19 @@ def serve(
         raise UsageError(f"unknown --reverify {policy!r}", hint=f"use {', '.join(REVERIFY)}")
     tokens_path = token_file or (Path(conf.token_file) if conf.token_file else None)
     tokens = read_token_file(tokens_path) if tokens_path else None
+    # like every other command, bring an older catalog schema and search index up to date
+    # first (the server itself never writes); a sync holding the lock finishes that for us
+    from mirror.db import open_catalog_db
+    from mirror.errors import LockHeldError
+    from mirror.searching import ensure_index
+
+    open_catalog_db(paths.db).dispose()
+    try:
+        ensure_index(paths)
+    except LockHeldError as exc:
+        logging.getLogger("mirror.serve").warning(
+            "search index not rebuilt now (%s); the next sync rebuilds it", exc.message
+        )
     bind_host = host or conf.host
     bind_port = conf.port if port is None else port
     scheme = "https" if cert else "http"

@@ -16,6 +16,16 @@ from mirror.paths import MirrorPaths
 log = logging.getLogger(__name__)
 
 
+def ensure_index(paths: MirrorPaths) -> bool:
+    """Rebuild the search index if it is missing or of an older format; True if it did."""
+    from index.writer import current_dir
+
+    if current_dir(paths.search) is not None:
+        return False
+    _rebuild(paths)
+    return True
+
+
 def _rebuild(paths: MirrorPaths) -> None:
     from mirror.db import Database, open_catalog_db
     from mirror.fsutil import MirrorLock

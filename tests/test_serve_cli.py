@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import subprocess
 import time
@@ -102,3 +103,36 @@ def test_serves_https_with_a_token_file(
     assert f"https://127.0.0.1:{port}/" in err and "with read tokens" in err
     assert "first-token" not in err and "second-token" not in err and "third-token" not in err
     assert "read tokens reloaded" in err and "keeping the previous tokens" in err
+
+
+def test_an_outdated_search_index_is_rebuilt_at_start(
+    synced: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = synced
+    shutil.rmtree(home / "search")  # as after an upgrade that changed the index format
+    port = free_port()
+    proc = subprocess.Popen(
+        mirror_cmd("serve", "--port", str(port)),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+            wait_for(lambda: _up(client), timeout=60, what="mirror serve to answer")
+            page = client.get("/search", params={"q": "bert"})
+            assert page.status_code == 200 and "/entry/model/" in page.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "rebuilding it from the catalog" in err
+    assert (home / "search" / "current").exists()
+
+
+def _up(client: httpx.Client) -> bool:
+    try:
+        return client.get("/v2/").status_code == 200
+    except httpx.TransportError:
+        return False
