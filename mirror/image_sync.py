@@ -34,7 +34,7 @@ from mirror.db import Database
 from mirror.errors import MirrorError
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile, RemoteVersion
-from mirror.schema import Entry, Version
+from mirror.schema import Entry, ImageDate, Version
 from mirror.sources.registry import Descriptor, Manifest, RegistryClient, image_blobs, platforms
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,11 @@ class ImageSync:
             if old is not None and old.manifest_digest == m.digest:
                 plan.created = old.created  # unchanged tag: no config fetch needed
             plans.append(plan)
+        self._dates_known(plans)
         for plan in plans:
             if plan.created is None:
                 self._expand(repo, plan)
+        self._dates_learned(plans)
         plans.sort(key=lambda p: (_instant(p.created), p.tag), reverse=True)
         chosen = plans[: self.source.latest] if self.source.latest else plans
         self.report.tags_selected += len(chosen)
@@ -183,7 +185,7 @@ class ImageSync:
                     status="UPLOAD_COMPLETE",
                     size=plan.size,
                     file_count=len(files),
-                    created=plan.created,
+                    created=plan.created or None,
                     files=files,
                     manifest_digest=plan.manifest.digest,
                 )
@@ -218,6 +220,33 @@ class ImageSync:
                         catalog.record_blob(s, d.digest, d.size, d.media_type)
             catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=stamp)
         self.touched.append(("image", path))
+
+    def _dates_known(self, plans: list[TagPlan]) -> None:
+        """Creation dates remembered by manifest digest ("" = the config had none): ranking
+        a tag that is not mirrored then needs neither its config nor its child manifests."""
+        wanted = {p.manifest.digest for p in plans if p.created is None}
+        if not wanted:
+            return
+        with self.db.session() as s:
+            known = {
+                d: c
+                for d, c in s.execute(
+                    select(ImageDate.manifest_digest, ImageDate.created).where(
+                        ImageDate.manifest_digest.in_(wanted)
+                    )
+                )
+            }
+        for plan in plans:
+            if plan.created is None and plan.manifest.digest in known:
+                plan.created = known[plan.manifest.digest] or ""
+
+    def _dates_learned(self, plans: list[TagPlan]) -> None:
+        if self.dry_run:
+            return
+        with self.db.session() as s:
+            for plan in plans:
+                if plan.blobs:  # expanded in this run (None: its config has no date)
+                    s.merge(ImageDate(manifest_digest=plan.manifest.digest, created=plan.created))
 
     def _expand(self, repo: str, plan: TagPlan) -> None:
         """Walk the tag's manifest: children for the selected platforms, configs, layers."""

@@ -161,6 +161,17 @@ class File(Base):
     version: Mapped[Version] = relationship(back_populates="files")
 
 
+class ImageDate(Base):
+    """An image's creation date (its config's `created`) by manifest digest, for ranking tags
+    by `latest`: a digest names its content forever, so a tag that is not mirrored is ranked
+    without fetching its config again (nothing would keep that config in the store)."""
+
+    __tablename__ = "image_dates"
+
+    manifest_digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    created: Mapped[str | None] = mapped_column(String(64))
+
+
 class Meta(Base):
     """Key/value facts about this mirror (its id)."""
 

@@ -190,3 +190,23 @@ def test_dry_run_counts_unique_bytes_once_and_fetches_nothing(peers: Peers, tmp_
     assert missing and peers.base.digest not in missing
     assert doc["bytes_to_fetch"] == sum(missing.values())
     assert after == before
+
+
+def test_unselected_tags_are_ranked_without_refetching_their_configs(
+    peers: Peers, tmp_path: Path
+) -> None:
+    home = tmp_path / "mirror"
+    with FaultProxy(peers.reg.url) as proxy:
+        cfg = registry_config(tmp_path / "m.toml", proxy.url, ["sel/dated"], name=NAME, latest=1)
+        _sync(cfg, home)
+        # the two older tags' configs were fetched to rank them; nothing references them, so
+        # gc removes them ...
+        gc = run_mirror(["gc"], env_for(home))
+        assert gc.returncode == 0, gc.stderr
+        before = len(proxy.requests_for("blob"))
+        doc = _sync(cfg, home)
+        # ... and the next sync still ranks every tag, from the remembered dates: no blob GET
+        assert proxy.requests_for("blob")[before:] == []
+        assert doc["failures"] == [] and doc["images_tags"] == 1
+    assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest"}
+    verify_clean(env_for(home))
