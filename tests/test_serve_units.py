@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.serve.auth import ReadAuth, basic_password
 from mirror.serve.blobs import parse_range
+from mirror.serve.ngc_api import is_ngc_path
 
 
 @given(st.integers(0, 10_000), st.integers(0, 12_000), st.integers(0, 12_000))
@@ -74,3 +76,28 @@ def test_open_mirror_and_basic_decoding() -> None:
     assert basic_password("%%%") is None
     assert basic_password(base64.b64encode(b"no-colon").decode()) is None
     assert basic_password(base64.b64encode(b"u:p:q").decode()) == "p:q"
+
+
+@pytest.mark.parametrize(
+    ("path", "ngc"),
+    [
+        ("/v2/products", True),
+        ("/v2/search/catalog/resources/MODEL", True),
+        ("/v2/models/nvidia/bert/versions/1/files", True),
+        ("/v2/org/nvidia/models/bert/1/files", True),
+        ("/v2/repos/nvidia/pytorch/tags/24.01", True),
+        ("/v2/repos/nvidia/pytorch/tags/list", True),  # NGC's metadata of a tag named "list"
+        ("/v2/models/nvidia/x/versions/1/files/manifests/a.json", True),
+        ("/token", True),
+        ("/_dl/sha256/ab/f", True),
+        # registry repositories whose names start like NGC paths stay the registry's
+        ("/v2/models/x/manifests/latest", False),
+        ("/v2/org/team/img/blobs/sha256:" + "0" * 64, False),
+        ("/v2/models/x/tags/list", False),
+        ("/v2/nvidia/pytorch/manifests/24.01", False),
+        ("/v2/", False),
+        ("/search", False),
+    ],
+)
+def test_routing_between_ngc_and_registry(path: str, ngc: bool) -> None:
+    assert is_ngc_path(path) is ngc

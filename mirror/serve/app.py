@@ -2,8 +2,8 @@
 
 Routing: the NGC paths (`/v2/products`, `/v2/search/...`, `/v2/models|resources|repos|org/...`,
 `/token`, `/v3/keys/...`, `/_dl/...`, see ngc_api.is_ngc_path) go to the NGC API; the rest of
-`/v2` is the OCI distribution API (a repository named `models/...` would be shadowed: NGC
-repositories are `org/...`); everything else is the web UI. With `[serve] token_file`, every
+`/v2` is the OCI distribution API (manifest and blob paths are always the registry's, whatever
+the repository is called); everything else is the web UI. With `[serve] token_file`, every
 read needs one of the tokens (see auth.py); `/token` and signed `/_dl` links check their own.
 """
 

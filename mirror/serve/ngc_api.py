@@ -75,11 +75,26 @@ def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
 
 
 def is_ngc_path(path: str) -> bool:
-    """Whether `path` belongs to this API (the rest of /v2 is the registry API)."""
+    """Whether `path` belongs to this API (the rest of /v2 is the registry API).
+
+    A registry manifest or blob path (`.../manifests/<ref>`, `.../blobs/<digest>`) never is, so
+    registry repositories named `models/...` or `org/...` stay pullable; `.../tags/list` is the
+    registry's unless it is NGC's tag-metadata form (`/v2/repos/...`, `/v2/org/...`).
+    """
     if path in ("/token", "/v3/keys/get-caller-info") or path.startswith("/_dl/"):
         return True
-    head = path.split("/")[2:3]
-    return bool(head) and head[0] in ("products", "search", "models", "resources", "repos", "org")
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "v2":
+        return False
+    head = parts[2]
+    if head not in ("products", "search", "models", "resources", "repos", "org"):
+        return False
+    rest = parts[3:]
+    if "versions" in rest and "files" in rest[rest.index("versions") :]:
+        return True  # /versions/{v}/files/{path}: a file path may end in "manifests/x"
+    if len(parts) >= 5 and parts[-2] in ("manifests", "blobs"):
+        return False
+    return not (parts[-2:] == ["tags", "list"] and head not in ("repos", "org"))
 
 
 class NgcApi:
