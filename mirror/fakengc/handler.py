@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from mirror import ngc_wire
+
 from . import payloads
 from .catalog import FakeEntry, FakeFile, FakeVersion
 from .payloads import JSON, body_key
@@ -341,7 +343,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(
                 {
                     f"{p}Versions": [payloads.version_doc(v) for v in versions],
-                    "paginationInfo": payloads.pagination_info(index, size, len(entry.versions)),
+                    "paginationInfo": ngc_wire.pagination_info(index, size, len(entry.versions)),
                     "requestStatus": payloads.success_status(),
                 }
             )
@@ -355,7 +357,7 @@ class Handler(BaseHTTPRequestHandler):
         index, size = self._style_a(query)
         files = version.files[index * size : (index + 1) * size]
         doc[f"{p}Files"] = [payloads.file_doc(f, version) for f in files]
-        doc["paginationInfo"] = payloads.pagination_info(index, size, len(version.files))
+        doc["paginationInfo"] = ngc_wire.pagination_info(index, size, len(version.files))
         self._send_json(doc)
 
     def _image(
@@ -388,7 +390,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(
             {
                 "images": [payloads.image_doc(t) for t in tags[index * size : (index + 1) * size]],
-                "paginationInfo": payloads.pagination_info(index, size, len(tags), next_page=False),
+                "paginationInfo": ngc_wire.pagination_info(index, size, len(tags), next_page=False),
             }
         )
 
@@ -436,7 +438,7 @@ class Handler(BaseHTTPRequestHandler):
                 "filepath": [f.path for f in files],
                 "urls": [self._presigned_url(kind, entry, version, f) for f in files],
                 "sha256_base64": [f.sha256_b64 for f in files],
-                "paginationInfo": payloads.pagination_info(index, size, total, next_page=False),
+                "paginationInfo": ngc_wire.pagination_info(index, size, total, next_page=False),
             }
         )
 

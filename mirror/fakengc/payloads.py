@@ -9,10 +9,10 @@ search ``attributes`` whose values are always strings.
 from __future__ import annotations
 
 import hashlib
-import math
 import uuid
-from http import HTTPStatus
 from typing import Any
+
+from mirror import ngc_wire
 
 from .catalog import FakeEntry, FakeFile, FakeVersion
 
@@ -21,23 +21,6 @@ JSON = dict[str, Any]
 #: Search resource type for each entry kind.
 SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
 
-# HTTP status -> requestStatus.statusCode enum (§3.1); unknown codes get a generic value.
-_STATUS_CODES = {
-    400: "INVALID_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "INVALID_REQUEST",
-    409: "EXISTS",
-    412: "PRECONDITION_FAILED",
-    416: "INVALID_REQUEST",
-    429: "TOO_MANY_REQUESTS",
-    500: "INTERNAL_ERROR",
-    502: "BAD_GATEWAY",
-    503: "SERVICE_UNAVAILABLE",
-    504: "GATEWAY_TIMEOUT",
-}
-
 
 def body_key(kind: str) -> str:
     """Top-level key prefix of a kind's documents: ``model`` or ``recipe``."""
@@ -45,61 +28,13 @@ def body_key(kind: str) -> str:
 
 
 def error_envelope(status: int, description: str | None = None) -> JSON:
-    """An NGC error body (§12.1).
-
-    Args:
-        status: HTTP status code.
-        description: Human text; defaults to the HTTP reason phrase.
-
-    Returns:
-        ``{"requestStatus": {statusCode, statusDescription, requestId, serverId}}``.
-    """
-    if description is None:
-        try:
-            description = HTTPStatus(status).phrase
-        except ValueError:
-            description = "Error"
-    return {
-        "requestStatus": {
-            "statusCode": _STATUS_CODES.get(status, "UNKNOWN" if status < 500 else "ERROR"),
-            "statusDescription": description,
-            "requestId": uuid.uuid4().hex,
-            "serverId": "fakengc",
-        }
-    }
+    """An NGC error body (§12.1) from the fake server."""
+    return ngc_wire.error_envelope(status, description, server_id="fakengc")
 
 
 def success_status() -> JSON:
     """The ``requestStatus`` object of a successful response."""
     return {"statusCode": "SUCCESS", "requestId": uuid.uuid4().hex, "serverId": "fakengc"}
-
-
-def page_count(total: int, size: int) -> int:
-    """Number of pages of ``size`` items needed for ``total`` items (at least 1)."""
-    return max(1, math.ceil(total / size))
-
-
-def pagination_info(index: int, size: int, total: int, *, next_page: bool = True) -> JSON:
-    """A ``paginationInfo`` object.
-
-    Args:
-        index: 0-based page number that was served.
-        size: Page size in effect.
-        total: Total number of items across all pages.
-        next_page: Include the (always empty) ``nextPage`` string, as style A lists do.
-
-    Returns:
-        The object.
-    """
-    info: JSON = {
-        "index": index,
-        "size": size,
-        "totalPages": page_count(total, size),
-        "totalResults": total,
-    }
-    if next_page:
-        info["nextPage"] = ""
-    return info
 
 
 def search_resource(entry: FakeEntry) -> JSON:

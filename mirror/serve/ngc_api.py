@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, quote, unquote
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from mirror import ngc_wire
 from mirror.db import Database, make_engine, sqlite_url
 from mirror.errors import DigestError
 from mirror.paths import MirrorPaths, validate_digest
@@ -259,7 +260,7 @@ class NgcApi:
             return await ctx.json(
                 {
                     f"{p}Versions": [docs.version_doc(v) for v in page],
-                    "paginationInfo": docs.pagination(index, size, len(versions)),
+                    "paginationInfo": ngc_wire.pagination_info(index, size, len(versions)),
                 }
             )
         version = next((v for v in versions if v.version == tail[1]), None)
@@ -273,7 +274,7 @@ class NgcApi:
         index, size = _style_a(ctx.query)
         files = version.files[index * size : (index + 1) * size]
         doc[f"{p}Files"] = [docs.file_doc(f, version) for f in files]
-        doc["paginationInfo"] = docs.pagination(index, size, len(version.files))
+        doc["paginationInfo"] = ngc_wire.pagination_info(index, size, len(version.files))
         await ctx.json(doc)
 
     async def _urls(
@@ -302,8 +303,7 @@ class NgcApi:
             index = _int_param(ctx.query, "page-number", 0)
             size = min(max(_int_param(ctx.query, "page-size", URL_PAGE_SIZE), 1), URL_PAGE_SIZE)
             total, files = len(stored), stored[index * size : (index + 1) * size]
-        info = docs.pagination(index, size, total)
-        info.pop("nextPage")
+        info = ngc_wire.pagination_info(index, size, total, next_page=False)
         await ctx.json(
             {
                 "filepath": [f.path for f in files],
@@ -387,8 +387,7 @@ class NgcApi:
             return await ctx.json(doc)
         index = _int_param(ctx.query, "page-number", 0)
         size = min(max(_int_param(ctx.query, "page-size", URL_PAGE_SIZE), 1), URL_PAGE_SIZE)
-        info = docs.pagination(index, size, len(tags))
-        info.pop("nextPage")
+        info = ngc_wire.pagination_info(index, size, len(tags), next_page=False)
         await ctx.json(
             {
                 "images": [docs.tag_doc(t) for t in tags[index * size : (index + 1) * size]],

@@ -10,10 +10,9 @@ mirror can actually deliver.
 from __future__ import annotations
 
 import base64
-import uuid
-from http import HTTPStatus
 from typing import Any
 
+from mirror import ngc_wire
 from mirror.plan import newest_first
 from mirror.schema import Entry, File, Version
 
@@ -21,14 +20,6 @@ JSON = dict[str, Any]
 
 SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
 KIND_OF_TYPE = {v: k for k, v in SEARCH_TYPES.items()}
-_STATUS_CODES = {
-    400: "INVALID_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "INVALID_REQUEST",
-    500: "INTERNAL_ERROR",
-}
 
 
 def prefix(kind: str) -> str:
@@ -37,25 +28,8 @@ def prefix(kind: str) -> str:
 
 
 def error_envelope(status: int, description: str | None = None) -> JSON:
-    """NGC's error body (§12.1)."""
-    return {
-        "requestStatus": {
-            "statusCode": _STATUS_CODES.get(status, "INTERNAL_ERROR"),
-            "statusDescription": description or HTTPStatus(status).phrase,
-            "requestId": uuid.uuid4().hex,
-            "serverId": "mirror",
-        }
-    }
-
-
-def pagination(index: int, size: int, total: int) -> JSON:
-    return {
-        "index": index,
-        "size": size,
-        "totalPages": max(1, -(-total // size)),
-        "totalResults": total,
-        "nextPage": "",
-    }
+    """NGC's error body (§12.1) from this mirror."""
+    return ngc_wire.error_envelope(status, description, server_id="mirror")
 
 
 def mirrored(version: Version) -> bool:
