@@ -201,28 +201,26 @@ class Index:
             raise QuerySyntaxError(f"cannot parse {text!r}: {exc}") from None
         fq = _relax_phrases(fq)
         # only family documents have fam_* fields, so fq never matches an entry
-        terms: list[wq.Query] = []
-        if kind:
-            terms.append(wq.Term("fam_kind", kind))
-        if framework:
-            terms.append(wq.Term("fam_f_framework", framework.lower()))
-        if precision:
-            terms.append(wq.Term("fam_f_precision", precision.lower()))
-        if not terms:
-            return fq
+        flt = self._filter(kind, framework, precision, prefix="fam_")
         # Require: the filter narrows the matcher itself without adding to the scores
-        return wq.Require(fq, wq.And(terms) if len(terms) > 1 else terms[0])
+        return fq if flt is None else wq.Require(fq, flt)
 
     @staticmethod
-    def _filter(kind: str | None, framework: str | None, precision: str | None) -> wq.Query | None:
+    def _filter(
+        kind: str | None, framework: str | None, precision: str | None, *, prefix: str = ""
+    ) -> wq.Query | None:
+        """The kind/framework/precision terms over entry fields (prefix "fam_": the same
+        fields of family documents); one term alone, several ANDed, None without any."""
         terms: list[wq.Query] = []
         if kind:
-            terms.append(wq.Term("kind", kind))
+            terms.append(wq.Term(f"{prefix}kind", kind))
         if framework:
-            terms.append(wq.Term("f_framework", framework.lower()))
+            terms.append(wq.Term(f"{prefix}f_framework", framework.lower()))
         if precision:
-            terms.append(wq.Term("f_precision", precision.lower()))
-        return wq.And(terms) if terms else None
+            terms.append(wq.Term(f"{prefix}f_precision", precision.lower()))
+        if not terms:
+            return None
+        return wq.And(terms) if len(terms) > 1 else terms[0]
 
     def _hits(
         self, q: wq.Query, flt: wq.Query | None, limit: int | None
