@@ -10,6 +10,9 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+#: Search resource type (§8.1) of each entry kind.
+SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
+
 # HTTP status -> requestStatus.statusCode enum (§3.1); unknown codes get a generic value.
 STATUS_CODES = {
     400: "INVALID_REQUEST",

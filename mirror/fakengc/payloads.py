@@ -18,8 +18,7 @@ from .catalog import FakeEntry, FakeFile, FakeVersion
 
 JSON = dict[str, Any]
 
-#: Search resource type for each entry kind.
-SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
+SEARCH_TYPES = ngc_wire.SEARCH_TYPES
 
 
 def body_key(kind: str) -> str:

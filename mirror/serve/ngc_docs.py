@@ -18,7 +18,7 @@ from mirror.schema import Entry, File, Version
 
 JSON = dict[str, Any]
 
-SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
+SEARCH_TYPES = ngc_wire.SEARCH_TYPES
 KIND_OF_TYPE = {v: k for k, v in SEARCH_TYPES.items()}
 
 
