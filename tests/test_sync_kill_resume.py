@@ -13,9 +13,16 @@ from tests.conftest import REPO, cli_env, mirror_cmd, run_mirror, wait_for, writ
 BIG = 4 * 1024 * 1024
 
 
-def _partials(home: Path) -> list[Path]:
-    tmp = home / "tmp"
-    return [p for p in tmp.iterdir() if p.stat().st_size > 0] if tmp.is_dir() else []
+def _size(p: Path) -> int:
+    """Size of a partial, 0 once it is gone (a small file finishes and is renamed meanwhile)."""
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _big_partial(home: Path, big: FakeFile) -> Path:
+    return home / "tmp" / f"sha256-{big.sha256_hex}.partial"
 
 
 def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_path: Path) -> None:
@@ -44,16 +51,15 @@ def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_pat
             stderr=subprocess.PIPE,
         )
         try:
-            wait_for(lambda: any(p.stat().st_size > 256 * 1024 for p in _partials(home)))
+            wait_for(lambda: _size(_big_partial(home, big)) > 256 * 1024)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == -signal.SIGKILL
-        partial = _partials(home)
-        assert partial, "the kill left no partial download to resume"
-        cut = partial[0].stat().st_size
+        cut = _size(_big_partial(home, big))
+        assert cut, "the kill left no partial download to resume"
         assert 0 < cut < BIG
         # nothing partial or corrupt is visible under blobs/
         blobs = home / "blobs" / "sha256"
