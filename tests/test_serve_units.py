@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mirror.errors import ConfigError
 from mirror.serve.auth import ReadAuth, basic_password
 from mirror.serve.blobs import parse_range
 from mirror.serve.ngc_api import is_ngc_path
@@ -101,3 +103,16 @@ def test_open_mirror_and_basic_decoding() -> None:
 )
 def test_routing_between_ngc_and_registry(path: str, ngc: bool) -> None:
     assert is_ngc_path(path) is ngc
+
+
+def test_a_token_file_alone_closes_the_mirror(tmp_path: Path) -> None:
+    """`create_app(root, token_file=f)` without `tokens` once meant open reads (fail-open)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# read tokens\nsecret-one\n")
+    auth = ReadAuth(None, token_file=tokens)
+    assert auth.enabled and not auth.allowed({})
+    basic = base64.b64encode(b"u:secret-one").decode()
+    assert auth.allowed({"authorization": f"Basic {basic}"})
+    tokens.write_text("# none left\n")
+    with pytest.raises(ConfigError, match="lists no token"):
+        ReadAuth(None, token_file=tokens)

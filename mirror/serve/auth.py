@@ -58,7 +58,7 @@ def read_token_file(path: Path) -> list[str]:
 
 
 class ReadAuth:
-    """Checks credentials; `ReadAuth(None)` lets every read through."""
+    """Checks credentials; `ReadAuth(None)` (no tokens, no token file) lets every read through."""
 
     def __init__(
         self,
@@ -67,6 +67,8 @@ class ReadAuth:
         *,
         token_file: Path | None = None,
     ) -> None:
+        if tokens is None and token_file is not None:
+            tokens = read_token_file(token_file)  # a token file never means open reads
         self._digests = None if tokens is None else _digests(tokens)
         self._secret = secret or secrets.token_bytes(32)
         # with token_file, tokens follow the file: edit it to add or revoke one, no restart
