@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.fakengc import FakeEntry, FakeVersion
-from tests.registry_peer import free_port
+from tests.registry_peer import Layout, free_port
 from tests.tls_certs import TlsFiles
 
 
@@ -83,3 +83,29 @@ def raw_request(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
     finally:
         conn.close()
+
+
+def synced_test_images(work: Path) -> tuple[Path, Layout]:
+    """A mirror root made by a real `mirror sync` from docker-registry holding the test images
+    of `build_layout` (test/multi:1.0 index taken for linux/amd64 only, test/single:v1 OCI,
+    test/docker:v1 Docker schema2) -> (mirror root, the layout pushed; skopeo HOME work/home)."""
+    from tests.conftest import cli_env, require_tool, run_mirror
+    from tests.registry_peer import Registry, build_layout, push_test_images
+
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    layout = build_layout(work / "layout")
+    root = work / "root"
+    with Registry(work / "reg") as reg:
+        push_test_images(layout.root, reg, work / "home", None)
+        cfg = work / "images.toml"
+        cfg.write_text(
+            f'[ngc]\nkinds = []\n\n[[registry]]\nurl = "{reg.url}"\n'
+            'repositories = ["test/multi", "test/single", "test/docker"]\n'
+            'tags = ["*"]\nplatforms = ["linux/amd64"]\n'
+        )
+        done = run_mirror(
+            ["--config", str(cfg), "sync", "--json"], cli_env(root, "http://127.0.0.1:9")
+        )
+        assert done.returncode == 0, done.stderr
+    return root, layout

@@ -22,18 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import cli_env, require_tool, run_mirror
+from tests.conftest import require_tool
 from tests.registry_peer import (
     OCI_INDEX,
     OCI_MANIFEST,
     Layout,
-    Registry,
-    build_layout,
     free_port,
-    push_test_images,
     skopeo,
 )
-from tests.serve_peer import ServeThread, raw_request
+from tests.serve_peer import ServeThread, raw_request, synced_test_images
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -50,23 +47,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    require_tool("docker-registry")
-    require_tool("skopeo")
     work = tmp_path_factory.mktemp("serve")
-    layout = build_layout(work / "layout")
-    root = work / "root"
-    with Registry(work / "reg") as reg:
-        push_test_images(layout.root, reg, work / "home", None)
-        cfg = work / "images.toml"
-        cfg.write_text(
-            f'[ngc]\nkinds = []\n\n[[registry]]\nurl = "{reg.url}"\n'
-            'repositories = ["test/multi", "test/single", "test/docker"]\n'
-            'tags = ["*"]\nplatforms = ["linux/amd64"]\n'
-        )
-        done = run_mirror(
-            ["--config", str(cfg), "sync", "--json"], cli_env(root, "http://127.0.0.1:9")
-        )
-        assert done.returncode == 0, done.stderr
+    root, layout = synced_test_images(work)
     index = json.loads((root / "index.json").read_text())
     with ServeThread(root) as srv:
         yield Served(srv.url, srv.host, root, layout, work / "home", index)
