@@ -9,8 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mirror.config import HttpSettings, NgcSettings, Selection, Settings
+
+# A loaded CI machine can stall any example for longer than Hypothesis' 200 ms deadline; the
+# properties are about results, not speed (speed is measured in bench/).
+settings.register_profile(
+    "mirror", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("mirror")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Proxy settings go before any fixture runs (module-scoped ones start servers and reach
+    them on 127.0.0.1 before the per-test `_isolated_env` below)."""
+    for key in list(os.environ):
+        if key.lower().endswith("_proxy"):
+            del os.environ[key]
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.fakengc import FakeEntry, FakeVersion
-from tests.registry_peer import Layout, free_port
+from tests.registry_peer import Layout
 from tests.tls_certs import TlsFiles
 
 
@@ -16,31 +16,38 @@ class ServeThread:
     """uvicorn serving `mirror.serve.create_app(root, **options)`; `with ServeThread(...) as s`."""
 
     def __init__(self, root: Path, *, tls: TlsFiles | None = None, **options: Any) -> None:
+        import socket
+
         import uvicorn
 
         from mirror.serve import create_app
 
-        self.port = free_port()
+        # bound here, handed to uvicorn: no window for another process to take the port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
         self.app = create_app(root, **options)
         extra: dict[str, Any] = {}
         if tls is not None:
             extra = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
         config = uvicorn.Config(
             self.app,
-            host="127.0.0.1",
-            port=self.port,
             log_level="warning",
             lifespan="on",
+            timeout_keep_alive=60,  # past any client's idle keep-alive: no reuse-while-closing race
             **extra,
         )
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.host = f"127.0.0.1:{self.port}"
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> ServeThread:
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
@@ -50,6 +57,7 @@ class ServeThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.sock.close()
 
 
 def ngc_image_entry(name: str = "single") -> FakeEntry:

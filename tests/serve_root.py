@@ -187,7 +187,8 @@ def start_mirror_serve(
         if proc.poll() is not None:
             raise RuntimeError(f"mirror serve exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{base}/v2/", timeout=2) as resp:
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+            with direct.open(f"{base}/v2/", timeout=2) as resp:
                 if resp.status == 200:
                     return proc, base
         except (urllib.error.URLError, OSError):

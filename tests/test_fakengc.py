@@ -476,9 +476,10 @@ def test_process_serves_and_stops(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert ready.exists(), "the fake NGC server wrote no ready file within 60 s"
         url = ready.read_text().strip()
         assert proc.stdout is not None and proc.stdout.readline().decode().strip() == url
         assert fetch(f"{url}/v2/products").json() == {"products": []}
@@ -492,7 +493,7 @@ def test_process_serves_and_stops(tmp_path: Path) -> None:
         body = fetch(listing["urls"][1], {"Range": "bytes=0-1048575"}).body
         assert len(body) == 1 << 20 and b64sha(body) == listing["sha256_base64"][1]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
         proc.wait()

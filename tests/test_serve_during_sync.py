@@ -76,11 +76,12 @@ def test_serving_continues_during_sync_and_import(tmp_path: Path) -> None:
             fresh = "/v2/search/catalog/resources/MODEL?q=" + quote(
                 json.dumps({"query": "resourceId:nvidia/fresh*", "pageSize": 10})
             )
-            with httpx.Client(base_url=near_srv.url) as c:
+            with httpx.Client(base_url=near_srv.url, timeout=30) as c:
                 assert c.get(fresh).json()["results"] == []
             cat.add(FakeEntry(kind="model", org="nvidia", team=None, name="fresh_model"))
             assert run_sync(settings).outcome == "ok"
-            with httpx.Client(base_url=near_srv.url) as c:  # the same query sees the new entry
+            # the same query sees the new entry
+            with httpx.Client(base_url=near_srv.url, timeout=30) as c:
                 (group,) = c.get(fresh).json()["results"]
                 assert [r["resourceId"] for r in group["resources"]] == ["nvidia/fresh_model"]
             # ... and the far side imports it while serving
@@ -91,7 +92,7 @@ def test_serving_continues_during_sync_and_import(tmp_path: Path) -> None:
                 h.stop.set()
                 h.join(timeout=30)
             for srv in (near_srv, far_srv):
-                with httpx.Client(base_url=srv.url) as c:
+                with httpx.Client(base_url=srv.url, timeout=30) as c:
                     versions = c.get(f"{base}/versions").json()["modelVersions"]
                     status = {v["versionId"]: v["status"] for v in versions}
                     assert status.get("9.0") == "UPLOAD_COMPLETE", srv.url

@@ -49,7 +49,7 @@ def _search(client: httpx.Client, rtype: str, query: str, page: int, size: int) 
 
 def test_search_pages_cover_every_entry_once(seeded: tuple[Path, FakeCatalog]) -> None:
     home, catalog = seeded
-    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/v2/products").json() == {"products": []}
         seen: list[str] = []
         first = _search(c, "MODEL", "resourceId:*", 0, 3)
@@ -71,7 +71,7 @@ def test_versions_files_and_downloads(seeded: tuple[Path, FakeCatalog]) -> None:
     entry = catalog.of_kind("model")[0]
     newest, older = entry.versions[0], entry.versions[1]
     base = f"/v2/models/{entry.org}/{entry.name}"
-    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         info = c.get(f"{base}?resolve-labels=false").json()["model"]
         assert info["name"] == entry.name and info["latestVersionIdStr"] == newest.version_id
         versions = c.get(f"{base}/versions?page-size=1000").json()["modelVersions"]
@@ -91,7 +91,7 @@ def test_versions_files_and_downloads(seeded: tuple[Path, FakeCatalog]) -> None:
             assert sorted(urls["filepath"]) == sorted(f.path for f in newest.files)
             for path, url in zip(urls["filepath"], urls["urls"], strict=True):
                 assert urlsplit(url).netloc == srv.host
-                body = httpx.get(url).content
+                body = httpx.get(url, timeout=30).content
                 want = newest.file(path)
                 assert want is not None and body == (want.content or b"")
         big = max(newest.files, key=lambda f: f.size)
@@ -99,12 +99,14 @@ def test_versions_files_and_downloads(seeded: tuple[Path, FakeCatalog]) -> None:
             f"/v2/models/org/{entry.org}/{entry.name}/{newest.version_id}/files",
             params={"path": big.path},
         ).json()["urls"][0]
-        part = httpx.get(url, headers={"Range": "bytes=10-19"})
+        part = httpx.get(url, timeout=30, headers={"Range": "bytes=10-19"})
         assert part.status_code == 206 and part.content == (big.content or b"")[10:20]
         assert part.headers["content-range"] == f"bytes 10-19/{big.size}"
-        assert httpx.get(url, headers={"Range": f"bytes={big.size}-"}).status_code == 416
+        assert (
+            httpx.get(url, timeout=30, headers={"Range": f"bytes={big.size}-"}).status_code == 416
+        )
         # NGC's own client asks empty ranges as "bytes=0--1": the whole (here: any) body
-        assert httpx.get(url, headers={"Range": "bytes=0--1"}).status_code == 200
+        assert httpx.get(url, timeout=30, headers={"Range": "bytes=0--1"}).status_code == 200
         # a version whose bytes are not here: a clear 404, not a listing of dead links
         gone = c.get(f"/v2/models/org/{entry.org}/{entry.name}/{older.version_id}/files")
         assert gone.status_code == 404
@@ -128,7 +130,7 @@ def test_versions_files_and_downloads(seeded: tuple[Path, FakeCatalog]) -> None:
 def test_traversal_never_reaches_a_file(seeded: tuple[Path, FakeCatalog], path: str) -> None:
     home, _ = seeded
     db = (home / "mirror.db").read_bytes()[:16]
-    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         r = c.get(path)
     assert r.status_code in (400, 404), (path, r.status_code)
     assert db not in r.content
@@ -138,7 +140,7 @@ def test_read_tokens_gate_every_api(seeded: tuple[Path, FakeCatalog]) -> None:
     home, catalog = seeded
     entry = catalog.of_kind("model")[0]
     v = entry.versions[0].version_id
-    with ServeThread(home, tokens=[TOKEN]) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home, tokens=[TOKEN]) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         denied = c.get(f"/v2/models/{entry.org}/{entry.name}")
         assert denied.status_code == 401 and "Bearer" in denied.headers["www-authenticate"]
         reg = c.get("/v2/")
@@ -155,11 +157,13 @@ def test_read_tokens_gate_every_api(seeded: tuple[Path, FakeCatalog]) -> None:
         listing = c.get(f"/v2/org/{entry.org}/models/{entry.name}/{v}/files", headers=bearer).json()
         url = listing["urls"][0]
         # the "presigned" link works without credentials (NGC clients send none there) ...
-        assert httpx.get(url).status_code == 200
+        assert httpx.get(url, timeout=30).status_code == 200
         # ... but not once altered or stripped of its signature
         parts = urlsplit(url)
-        assert httpx.get(url.replace("sig=", "sig=x")).status_code == 403
-        assert httpx.get(f"{parts.scheme}://{parts.netloc}{parts.path}").status_code == 403
+        assert httpx.get(url.replace("sig=", "sig=x"), timeout=30).status_code == 403
+        assert (
+            httpx.get(f"{parts.scheme}://{parts.netloc}{parts.path}", timeout=30).status_code == 403
+        )
         other = "/_dl/sha256/" + "1" * 64 + "/f?" + parts.query
         assert c.get(other).status_code == 403
 
@@ -187,7 +191,7 @@ def test_a_corrupt_blob_is_never_served_silently(
     shutil.copytree(src, home)
     digest, content, _ = _blob_of(home, catalog)
     url = f"/_dl/sha256/{digest.split(':')[1]}/f"
-    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get(url).content == content  # verified on first use
         _corrupt(home, digest)  # the file changes: verified again before it is served
         with pytest.raises(httpx.HTTPError):
@@ -198,7 +202,10 @@ def test_a_corrupt_blob_is_never_served_silently(
         assert ranged.status_code == 500
     assert any("failed verification" in r.getMessage() for r in caplog.records)
     # "never" trusts the store: the operator chose that
-    with ServeThread(home, reverify="never") as srv, httpx.Client(base_url=srv.url) as c:
+    with (
+        ServeThread(home, reverify="never") as srv,
+        httpx.Client(base_url=srv.url, timeout=30) as c,
+    ):
         served = c.get(url)
         assert served.status_code == 200 and served.content != content
 
@@ -217,7 +224,7 @@ def test_latest_means_the_newest_version_held_here(tmp_path: Path) -> None:
             FakeVersion("9.0", created="2031-01-01T00:00:00.000Z", files=[FakeFile("w", b"x")]),
         )
         assert run_sync(dataclasses.replace(s, select=())).outcome == "ok"
-    with ServeThread(home) as srv, httpx.Client(base_url=srv.url) as c:
+    with ServeThread(home) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         info = c.get(f"/v2/models/{entry.org}/{entry.name}").json()["model"]
         assert info["latestVersionIdStr"] == held  # what `download-version` without :V gets
         versions = c.get(f"/v2/models/{entry.org}/{entry.name}/versions").json()["modelVersions"]

@@ -368,10 +368,10 @@ def test_run_serves_on_loopback(served: Served) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while True:
             try:
-                with httpx.Client(trust_env=False) as client:
+                with httpx.Client(trust_env=False, timeout=30) as client:
                     r = client.get(f"http://127.0.0.1:{port}/v2/test/single/tags/list")
                 break
             except httpx.TransportError:
@@ -405,7 +405,7 @@ def test_corrupt_layer_is_never_served_silently(served: Served, tmp_path: Path) 
                 f"dir:{tmp_path / 'out'}",
                 home=served.home,
             )
-        with httpx.Client(base_url=srv.url) as client:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
             r = client.get(f"/v2/test/single/blobs/{layer}")
             assert r.status_code == 500 and r.json()["errors"][0]["detail"] == layer
             # other blobs of the same image still flow

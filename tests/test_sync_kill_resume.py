@@ -83,7 +83,9 @@ def test_second_concurrent_sync_exits_5_naming_the_holder(home: Path, tmp_path: 
     cat = seed_catalog(limit=2, include_resources=False, file_size=400_000)
     cfg = write_config(tmp_path / "m.toml")
     with FakeNGC(cat) as fake:
-        fake.add_fault(Fault(r"^/_dl/", throttle_bps=200_000, times=None))
+        # slow enough that the first sync still holds the lock when a loaded machine has
+        # started the second one (the first is killed at the end, so this costs nothing)
+        fake.add_fault(Fault(r"^/_dl/", throttle_bps=20_000, times=None))
         env = cli_env(home, fake.url)
         first = subprocess.Popen(
             mirror_cmd("--config", str(cfg), "sync"),
