@@ -291,6 +291,42 @@ def gc(
     return 0
 
 
+@app.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be released and freed.")
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> int:
+    """Release the bytes of versions the config no longer selects (older than `latest` N,
+    deselected, removed upstream), then delete blobs nothing references."""
+    _setup_logging(quiet)
+    from mirror.paths import MirrorPaths
+    from mirror.prune import prune as run_prune
+
+    settings = _settings()
+    with _open_store(lock=True, command="prune") as (store, db):
+        report = run_prune(MirrorPaths(settings.home), settings, store, db, dry_run=dry_run)
+    if as_json:
+        _emit_json(report.as_dict())
+        return 0
+    if quiet:
+        return 0
+    out = sys.stdout.write
+    verb = "would release" if dry_run else "released"
+    out(
+        f"{verb} {len(report.released)} versions ({report.files_released} files); "
+        f"{'would free' if dry_run else 'freed'} {report.blobs_freed} blobs "
+        f"({human_bytes(report.bytes_freed)})\n"
+    )
+    for name in report.released:
+        out(f"  release  {name}\n")
+    for name in report.held_back:
+        out(f"  kept     {name} (a selected version is not fully stored yet)\n")
+    return 0
+
+
 @contextlib.contextmanager
 def _open_store(*, lock: bool, command: str) -> Iterator[tuple[Any, Any]]:
     """(store, database) of an existing mirror, holding the writer lock if asked; both are

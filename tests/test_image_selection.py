@@ -210,3 +210,36 @@ def test_unselected_tags_are_ranked_without_refetching_their_configs(
         assert doc["failures"] == [] and doc["images_tags"] == 1
     assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest"}
     verify_clean(env_for(home))
+
+
+def test_prune_frees_tags_that_left_the_latest_window(peers: Peers, tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    wide = registry_config(tmp_path / "wide.toml", peers.reg.url, ["sel/dated"], name=NAME)
+    narrow = registry_config(
+        tmp_path / "narrow.toml", peers.reg.url, ["sel/dated"], name=NAME, latest=1
+    )
+    _sync(wide, home)
+    old = {peers.tops["m-middle"].digest, peers.tops["z-oldest"].digest}
+    assert old | {peers.base.digest} <= stored(home)
+    _sync(narrow, home)
+    assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest"}
+    assert old <= stored(home)  # a sync alone never deletes bytes
+
+    done = run_mirror(["--config", str(narrow), "prune", "--json"], env_for(home))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(report["released"]) == [
+        f"image {NAME}/sel/dated:m-middle",
+        f"image {NAME}/sel/dated:z-oldest",
+    ]
+    have = stored(home)
+    assert not old & have
+    configs = {
+        json.loads(peers.layout.blobs[peers.layout.tags[t]["digest"]])["config"]["digest"]
+        for t in ("m-middle", "z-oldest")
+    }
+    assert not configs & have  # their configs went too
+    # what a-newest needs stays: the shared base, its own layer, its config and manifest
+    assert set(needed_blobs(peers.layout, peers.layout.tags["a-newest"])) <= have
+    assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest"}
+    verify_clean(env_for(home))

@@ -22,7 +22,7 @@ from mirror import catalog
 from mirror.errors import IntegrityError
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile, RemoteVersion
 from mirror.paths import safe_relpath, validate_digest
-from mirror.schema import Blob, Entry, Version
+from mirror.schema import Blob, Entry, File, Version
 
 ENTRY_FIELDS = (
     "org",
@@ -155,6 +155,18 @@ def _validate(rec: Any, where: str) -> None:
         raise IntegrityError(f"invalid catalog record: {exc}", subject=where) from None
 
 
+def _held_here(s: Session, kind: str, path: str) -> dict[str, str]:
+    """"version/path" -> blob digest of this site's stored files of one entry (the caller
+    keeps one only if the incoming record lists the same content)."""
+    rows = s.execute(
+        select(Version.version, File.path, File.blob_digest)
+        .join(File, File.version_id == Version.id)
+        .join(Entry, Entry.id == Version.entry_id)
+        .where(Entry.kind == kind, Entry.path == path, File.blob_digest.is_not(None))
+    )
+    return {f"{v}/{p}": d for v, p, d in rows if d}
+
+
 def apply(
     s: Session,
     records: list[dict[str, Any]],
@@ -165,6 +177,8 @@ def apply(
     """Apply validated records in the caller's transaction; return (upserts, removals).
 
     A file row gets its blob only if that blob is in `available` (published in the store).
+    A file the source no longer holds (it pruned that version) keeps the blob this site
+    already has for it: what a site keeps is the site's own `mirror prune`'s business.
     """
     ups = rems = 0
     removals = []
@@ -188,6 +202,7 @@ def apply(
             labels=tuple(rec.get("labels") or ()),
         )
         versions, stored = [], {}
+        held = _held_here(s, rec["kind"], rec["path"])
         for v in rec.get("versions", []):
             files = None
             if v.get("files_listed"):
@@ -209,13 +224,15 @@ def apply(
                 )
             )
             for f in v.get("files", []):
-                d = f.get("blob_digest")
+                d, key = f.get("blob_digest"), f"{v['version']}/{f['path']}"
                 if d and d in available:
                     media = f.get("media_type")
                     catalog.record_blob(
                         s, d, sizes.get(d, f["size"]), media if isinstance(media, str) else None
                     )
-                    stored[f"{v['version']}/{f['path']}"] = d
+                    stored[key] = d
+                elif f.get("sha256") and held.get(key) == f"sha256:{f['sha256']}":
+                    stored[key] = held[key]  # the source pruned it; this site keeps it
         remote = RemoteEntry(
             listed=listed,
             description=rec.get("description") or "",

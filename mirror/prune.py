@@ -1,0 +1,273 @@
+"""`mirror prune`: release the bytes of versions the config no longer selects, then gc.
+
+A nightly `latest = 1` mirror otherwise grows forever: each new version adds its files and the
+old ones stay referenced. Prune makes the store follow the config:
+
+- a model, resource or NGC-listed image keeps the versions `[[select]]` picks among those
+  upstream still lists (`latest` N complete uploads within `max_size`); an entry upstream
+  removed, or that no `[[select]]` matches any more, keeps nothing;
+- a `[[registry]]` repository keeps the tags its last sync chose (the `latest` N by creation
+  date matching `tags`); tags that left that window, and repositories no longer configured,
+  keep nothing.
+
+Safety (what a cron job can run unattended):
+- an entry whose selected versions are not all stored keeps everything it has: old bytes go
+  only once their replacement is whole (a failed download never leaves an entry with less);
+- a config that selects nothing at all is refused (a wrong `--config` would empty the store);
+- rows before bytes (STYLE.md habit 8): file rows are unlinked in one transaction, then gc
+  deletes what nothing references any more (a blob another version still uses stays);
+- `--dry-run` rolls the transaction back and reports exactly what would go.
+A released version stays in the catalog (search, `show`, the NGC API list it as not held here);
+if it re-enters the window (a newer version withdrawn), the next sync fetches it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from mirror import catalog
+from mirror.blobstore import BlobStore
+from mirror.config import Selection, Settings
+from mirror.db import Database
+from mirror.errors import ConfigError
+from mirror.gc import collect_garbage
+from mirror.paths import MirrorPaths
+from mirror.plan import select_versions
+from mirror.schema import Entry, File, Version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeldVersion:
+    """One version row and how much of it is stored (the planner's whole view of the DB)."""
+
+    id: int
+    version: str
+    status: str
+    size: int | None
+    created: str | None
+    removed: bool  # upstream no longer lists it (or, for [[registry]], the sync dropped it)
+    files: int  # file rows
+    stored: int  # file rows pointing at a blob
+
+
+@dataclass(frozen=True)
+class HeldEntry:
+    kind: str
+    path: str
+    removed: bool
+    versions: tuple[HeldVersion, ...]
+
+
+@dataclass
+class Decision:
+    release: list[tuple[HeldEntry, HeldVersion]] = field(default_factory=list)
+    held_back: list[str] = field(default_factory=list)  # entries kept whole: see `decide`
+
+
+def wanted_versions(
+    entry: HeldEntry, selections: Sequence[Selection], registry_paths: set[str]
+) -> set[str]:
+    """The version ids the config wants stored for `entry`."""
+    live = [v for v in entry.versions if not v.removed]
+    if entry.removed:
+        return set()
+    if entry.kind == "image" and entry.path in registry_paths:
+        return {v.version for v in live}  # the sync already applied tags/latest/max_size
+    return set(select_versions(entry.kind, entry.path, live, selections))
+
+
+def decide(
+    entries: Iterable[HeldEntry], selections: Sequence[Selection], registry_paths: set[str]
+) -> Decision:
+    """Which stored versions to release. Pure: property-tested in tests/test_prune.py."""
+    out = Decision()
+    for entry in entries:
+        wanted = wanted_versions(entry, selections, registry_paths)
+        by_id = {v.version: v for v in entry.versions if not v.removed}
+        whole = all(
+            v is not None and v.files > 0 and v.stored == v.files
+            for v in (by_id.get(w) for w in wanted)
+        )
+        extra = [v for v in entry.versions if v.stored and v.version not in wanted]
+        if not extra:
+            continue
+        if not whole:
+            out.held_back.append(f"{entry.kind} {entry.path}")
+            continue
+        out.release.extend((entry, v) for v in extra)
+    return out
+
+
+def held_entries(s: Session) -> list[HeldEntry]:
+    """Every entry with at least one stored file, with all its versions."""
+    counts = (
+        select(
+            File.version_id,
+            func.count().label("files"),
+            func.count(File.blob_digest).label("stored"),
+        )
+        .group_by(File.version_id)
+        .subquery()
+    )
+    rows = s.execute(
+        select(
+            Entry.id,
+            Entry.kind,
+            Entry.path,
+            Entry.removed_snapshot_id,
+            Version.id,
+            Version.version,
+            Version.status,
+            Version.size,
+            Version.created,
+            Version.removed_snapshot_id,
+            func.coalesce(counts.c.files, 0),
+            func.coalesce(counts.c.stored, 0),
+        )
+        .join(Version, Version.entry_id == Entry.id)
+        .outerjoin(counts, counts.c.version_id == Version.id)
+        .order_by(Entry.id, Version.id)
+    )
+    acc: dict[int, tuple[str, str, bool, list[HeldVersion]]] = {}
+    for eid, kind, path, eremoved, vid, ver, status, size, created, vremoved, n, k in rows:
+        slot = acc.setdefault(eid, (kind, path, eremoved is not None, []))
+        slot[3].append(
+            HeldVersion(vid, ver, status or "", size, created, vremoved is not None, n, k)
+        )
+    return [
+        HeldEntry(kind, path, removed, tuple(vs))
+        for kind, path, removed, vs in acc.values()
+        if any(v.stored for v in vs)
+    ]
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool
+    released: list[str] = field(default_factory=list)  # "kind path:version"
+    held_back: list[str] = field(default_factory=list)
+    files_released: int = 0
+    blobs_freed: int = 0
+    bytes_freed: int = 0
+    touched: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "released": self.released,
+            "held_back": self.held_back,
+            "files_released": self.files_released,
+            "blobs_freed": self.blobs_freed,
+            "bytes_freed": self.bytes_freed,
+        }
+
+
+def registry_paths(settings: Settings) -> set[str]:
+    return {f"{r.name}/{repo}" for r in settings.registries for repo in r.repositories}
+
+
+def release(s: Session, settings: Settings, *, dry_run: bool) -> PruneReport:
+    """Unlink the released versions' file rows in the caller's transaction (the caller
+    commits, or rolls back for a dry run); count what gc will then be able to free."""
+    if not settings.select and not settings.registries:
+        raise ConfigError(
+            "the config selects nothing ([[select]] and [[registry]] are both absent): "
+            "prune would release every stored byte",
+            path=settings.source,
+            hint="check --config / MIRROR_CONFIG; to empty the store, delete its root",
+        )
+    report = PruneReport(dry_run=dry_run)
+    decision = decide(held_entries(s), settings.select, registry_paths(settings))
+    report.held_back = decision.held_back
+    ids = [v.id for _, v in decision.release]
+    candidates: set[str] = set()
+    for chunk in _chunks(ids, 500):
+        candidates |= {
+            d
+            for d in s.scalars(
+                select(File.blob_digest).where(
+                    File.version_id.in_(chunk), File.blob_digest.is_not(None)
+                )
+            )
+            if d
+        }
+        result = s.execute(
+            update(File)
+            .where(File.version_id.in_(chunk), File.blob_digest.is_not(None))
+            .values(blob_digest=None)
+        )
+        report.files_released += int(getattr(result, "rowcount", 0) or 0)
+    s.flush()
+    freed = candidates - catalog.referenced_digests(s)
+    sizes = catalog.known_blobs(s)
+    report.blobs_freed = len(freed)
+    report.bytes_freed = sum(sizes.get(d, 0) for d in freed)
+    for entry, v in decision.release:
+        report.released.append(f"{entry.kind} {entry.path}:{v.version}")
+    report.touched = sorted({(e.kind, e.path) for e, _ in decision.release})
+    return report
+
+
+def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction to roll a dry run back (the report rides along)."""
+
+    def __init__(self, report: PruneReport) -> None:
+        super().__init__("dry run")
+        self.report = report
+
+
+def prune(
+    paths: MirrorPaths, settings: Settings, store: BlobStore, db: Database, *, dry_run: bool
+) -> PruneReport:
+    """Release, re-index and re-publish index.json, then delete what nothing references.
+    The caller holds the writer lock."""
+    try:
+        with db.session() as s:
+            report = release(s, settings, dry_run=dry_run)
+            if dry_run:
+                raise _DryRun(report)
+    except _DryRun as done:
+        return done.report
+    if report.touched:
+        _republish(paths, db, report.touched)
+    swept = collect_garbage(store, db, dry_run=False)  # bytes last; fails closed
+    report.blobs_freed, report.bytes_freed = swept.removed, swept.bytes
+    with db.session() as s:
+        catalog.record_run(
+            s,
+            "prune",
+            {
+                "versions_released": len(report.released),
+                "files_released": report.files_released,
+                "held_back": len(report.held_back),
+                "blobs_freed": report.blobs_freed,
+                "bytes_freed": report.bytes_freed,
+            },
+        )
+    return report
+
+
+def _republish(paths: MirrorPaths, db: Database, touched: list[tuple[str, str]]) -> None:
+    """Search ("mirrored" flags) and index.json stop naming what is about to go."""
+    from mirror.indexing import refresh_index
+    from mirror.oci_layout import write_index
+
+    if any(kind == "image" for kind, _ in touched):
+        write_index(paths, db)
+    try:
+        refresh_index(paths, db, touched, [])
+    except Exception as exc:  # the catalog is committed; search can rebuild
+        log.error("search index update failed (%s); run `mirror index rebuild`", exc)
