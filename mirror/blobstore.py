@@ -10,6 +10,7 @@ sync resumes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -114,6 +115,10 @@ class BlobWriter:
         try:
             self._fh.write(chunk)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # give the space back: the catalog needs room to record what happened more
+                # than this download needs resuming
+                self.keep_partial = False
             raise store_error(exc, self.tmp_path, "writing") from exc
         self.offset += size
 

@@ -146,6 +146,11 @@ class StoreError(MirrorError):
     exit_code = 1
 
 
+class DiskFullError(StoreError):
+    """The store's filesystem is full: a run stops at once (every further write would fail
+    too) and names what it needed."""
+
+
 class DatabaseError(MirrorError):
     exit_code = 1
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from mirror.errors import LockHeldError, StoreError
+from mirror.errors import DiskFullError, LockHeldError, StoreError
 
 
 def fsync_dir(path: Path) -> None:
@@ -27,8 +27,10 @@ def fsync_dir(path: Path) -> None:
 
 def store_error(exc: OSError, path: Path, action: str) -> StoreError:
     """Translate an OSError into our StoreError with a hint that fits the cause."""
-    if exc.errno == errno.ENOSPC:
-        return StoreError(f"disk full while {action} {path}", hint="free space or move MIRROR_HOME")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"disk full while {action} {path}", hint="free space or move MIRROR_HOME"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreError(
             f"permission denied while {action} {path}", hint="check the owner and mode"

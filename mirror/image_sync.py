@@ -31,7 +31,7 @@ from mirror import catalog
 from mirror.blobstore import BlobStore
 from mirror.config import RegistrySource
 from mirror.db import Database
-from mirror.errors import MirrorError
+from mirror.errors import DiskFullError, MirrorError
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile, RemoteVersion
 from mirror.schema import Entry, ImageDate, Version
@@ -122,6 +122,8 @@ class ImageSync:
             self.report.repositories += 1
             try:
                 self._repo(repo, snapshot_id)
+            except DiskFullError:
+                raise  # every other write would fail too: the sync stops
             except MirrorError as exc:
                 self.report.errors.append(exc)
                 self.report.failures.append(f"image {self.source.name}/{repo}: {exc}")
@@ -386,6 +388,10 @@ class ImageSync:
             for fut, d in futures.items():
                 try:
                     fut.result()
+                except DiskFullError:
+                    for other in futures:
+                        other.cancel()
+                    raise
                 except MirrorError as exc:
                     ok = False
                     self.report.errors.append(exc)

@@ -9,6 +9,7 @@ published, so a killed sync keeps everything finished before the kill and resume
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -21,7 +22,13 @@ from mirror import catalog
 from mirror.blobstore import BlobStore, BlobWriter, fetch_into
 from mirror.config import RegistrySource, Settings
 from mirror.db import Database, open_catalog_db
-from mirror.errors import HTTPStatusError, IntegrityError, MirrorError, UpstreamError
+from mirror.errors import (
+    DiskFullError,
+    HTTPStatusError,
+    IntegrityError,
+    MirrorError,
+    UpstreamError,
+)
 from mirror.fsutil import MirrorLock
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile
@@ -31,6 +38,10 @@ from mirror.progress import Progress
 from mirror.sources.ngc import NgcSource
 
 log = logging.getLogger(__name__)
+
+# room a sync keeps free beyond the bytes it plans to fetch (catalog, WAL, search index):
+# this much, or a twentieth of a smaller filesystem
+SPACE_MARGIN = 32 * 1024 * 1024
 
 
 @dataclass
@@ -172,6 +183,8 @@ class SyncEngine:
             )
             try:
                 r = job.run(snapshot_id)
+            except DiskFullError:
+                raise
             except MirrorError as exc:
                 self.errors.append(exc)
                 report.failures.append(f"registry {source.name}: {exc}")
@@ -439,7 +452,32 @@ class SyncEngine:
         if report.dry_run:
             return
         assert snapshot_id is not None
+        self._check_space(tasks, report)
         self._download_and_commit(db, remotes, tasks, per_entry, report, snapshot_id)
+
+    def _check_space(self, tasks: dict[str, FileTask], report: SyncReport) -> None:
+        """Refuse to start downloads that cannot fit (what partials already hold counts)."""
+        import shutil
+
+        from mirror.render import human_bytes
+
+        need = report.bytes_to_fetch
+        for t in tasks.values():
+            if t.file.digest:
+                with contextlib.suppress(OSError):
+                    need -= self.paths.partial(t.file.digest).stat().st_size
+        if need <= 0:
+            return
+        disk = shutil.disk_usage(self.paths.root)
+        margin = min(SPACE_MARGIN, disk.total // 20)
+        if need + margin > disk.free:
+            raise DiskFullError(
+                f"this sync needs {human_bytes(need)} more for {len(tasks)} files, but "
+                f"{self.paths.root} has {human_bytes(disk.free)} free (and keeps "
+                f"{human_bytes(margin)} for the catalog); nothing was downloaded",
+                hint="free space or move MIRROR_HOME; select less ([[select]] latest, "
+                "max_size); `mirror prune` releases versions the config no longer selects",
+            )
 
     def _file_tasks(
         self, remotes: list[RemoteEntry], report: SyncReport
@@ -504,13 +542,18 @@ class SyncEngine:
                 running: dict[Future[tuple[str, int, int]], str] = {
                     pool.submit(self._download, t): k for k, t in tasks.items()
                 }
-                while running:
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        key = running.pop(fut)
-                        self._finish_task(
-                            db, tasks[key], key, fut, stored, failed, per_entry, report, commit
-                        )
+                try:
+                    while running:
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            key = running.pop(fut)
+                            self._finish_task(
+                                db, tasks[key], key, fut, stored, failed, per_entry, report, commit
+                            )
+                except BaseException:
+                    for fut in running:  # a full disk, ^C: start nothing more
+                        fut.cancel()
+                    raise
         finally:
             self.progress.close()
 
@@ -528,6 +571,8 @@ class SyncEngine:
     ) -> None:
         try:
             digest, size, received = fut.result()
+        except DiskFullError:
+            raise  # every other write would fail too: stop the run
         except MirrorError as exc:
             self.errors.append(exc)
             for path, _ in task.users:
