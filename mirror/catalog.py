@@ -238,12 +238,11 @@ def mark_removed(s: Session, keys: Iterable[tuple[str, str]], snapshot_id: int) 
 
 # -- store bookkeeping (verify, gc) -------------------------------------------------------------
 def referenced_digests(s: Session) -> set[str]:
-    """Every blob digest a row points at (files now; manifests and layers with issue 5)."""
-    digests = set(s.scalars(select(File.blob_digest).where(File.blob_digest.is_not(None))))
-    digests |= set(
-        s.scalars(select(Version.manifest_digest).where(Version.manifest_digest.is_not(None)))
-    )
-    return {d for d in digests if d}
+    """Every blob digest a file row points at. An image's manifests, configs and layers are
+    file rows too; `Version.manifest_digest` is upstream's name for a tag, not a claim that
+    this store holds it (NGC lists digests of tags nobody selected), so it is not counted."""
+    rows = s.scalars(select(File.blob_digest).where(File.blob_digest.is_not(None)))
+    return {d for d in rows if d}
 
 
 def known_blobs(s: Session) -> dict[str, int]:

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -206,7 +206,18 @@ class ImageSync:
         stamp = None
         if self.ngc is not None:  # NGC's metadata and every NGC tag; ours carry the bytes
             mine = {v.version: v for v in versions}
-            merged = [mine.get(v.version, v) for v in self.ngc.versions]
+            # NGC's tag dates stay (they chose the tags and rank them in `mirror prune`);
+            # ours add the bytes, the digest and the size
+            merged = [
+                replace(
+                    mine[v.version],
+                    created=v.created or mine[v.version].created,
+                    updated=v.updated or mine[v.version].updated,
+                )
+                if v.version in mine
+                else v
+                for v in self.ngc.versions
+            ]
             remote = RemoteEntry(
                 listed=self.ngc.listed,
                 description=self.ngc.description,

@@ -16,6 +16,7 @@ COMMANDS = [
     "status",
     "verify",
     "gc",
+    "prune",
     "demo",
     "search",
     "show",

@@ -60,7 +60,34 @@ def test_selected_ngc_image_tags_are_pulled_from_the_registry(tmp_path: Path) ->
         versions = {v["version"]: v for v in shown["versions"]}
         assert set(versions) == {"v1", "v2"}  # every NGC tag is catalogued
         assert versions["v2"]["mirrored"] and not versions["v1"]["mirrored"]
+        # v1's digest is NGC's name for a tag nobody selected: not a blob this store misses
+        assert run_mirror(["verify"], env).returncode == 0
+        assert run_mirror(["gc"], env).returncode == 0
         again = run_mirror(["--config", str(cfg), "sync", "--json"], env)
         assert again.returncode == 0, again.stderr
         doc = json.loads(again.stdout)
         assert doc["files_fetched"] == 0 and doc["unchanged"] == 1
+
+        # a newer tag (the index over the same amd64 image): prune releases v2, which shares
+        # every blob with v3's amd64 image, so nothing is deleted and v3 stays whole
+        skopeo_copy(
+            layout.root,
+            "multi",
+            reg.host,
+            "nvidia/single",
+            "v3",
+            home=skopeo_home,
+            extra=("--all",),
+        )
+        day = "2026-03-01T00:00:00.000Z"
+        cat.add_version(cat.entries[0], FakeVersion("v3", created=day, updated=day))
+        assert run_mirror(["--config", str(cfg), "sync"], env).returncode == 0
+        pruned = run_mirror(["--config", str(cfg), "prune", "--json"], env)
+        assert pruned.returncode == 0, pruned.stderr
+        report = json.loads(pruned.stdout)
+        assert report["released"] == ["image nvidia/single:v2"] and report["blobs_freed"] == 0
+        index = json.loads((home / "index.json").read_text())
+        refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+        assert refs == [f"{reg.host}/nvidia/single:v3"]
+        skopeo("copy", "-q", f"oci:{home}:{refs[0]}", f"dir:{tmp_path / 'v3'}", home=skopeo_home)
+        assert run_mirror(["verify"], env).returncode == 0
