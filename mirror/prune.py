@@ -182,7 +182,7 @@ def release(s: Session, settings: Settings, *, dry_run: bool) -> PruneReport:
             "the config selects nothing ([[select]] and [[registry]] are both absent): "
             "prune would release every stored byte",
             path=settings.source,
-            hint="check --config / MIRROR_CONFIG; to empty the store, delete its root",
+            hint="pass the config `mirror sync` uses (--config FILE or MIRROR_CONFIG)",
         )
     report = PruneReport(dry_run=dry_run)
     decision = decide(held_entries(s), settings.select, registry_paths(settings))
