@@ -136,3 +136,36 @@ def _up(client: httpx.Client) -> bool:
         return client.get("/v2/").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_tls_handshakes_on_the_plain_port_are_explained_once(
+    synced: tuple[Path, dict[str, str]],
+) -> None:
+    """docker and podman try https first on an insecure registry: one hint, not a warning per
+    pull."""
+    import socket
+
+    home, env = synced
+    port = free_port()
+    proc = subprocess.Popen(
+        mirror_cmd("serve", "--port", str(port)),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    hello = bytes.fromhex("160301020001") + b"\x01\xfc\x03\x03" + bytes(40)  # a TLS ClientHello
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+            wait_for(lambda: _up(client), timeout=60, what="mirror serve to answer")
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(hello)
+                    sock.recv(1024)  # the server answers 400 and closes
+            assert client.get("/v2/").status_code == 200  # and keeps serving
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert err.count("not HTTP (docker and podman try https first") == 1, err
+    assert "Invalid HTTP request received" not in err

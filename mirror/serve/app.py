@@ -141,4 +141,33 @@ def run(
     app = create_app(root, tokens=tokens, token_file=token_file, reverify=reverify)
     if tls_cert:
         uvicorn_options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_options)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", **uvicorn_options)
+    if not tls_cert:  # after Config, which sets up uvicorn's loggers
+        logging.getLogger("uvicorn.error").addFilter(NotHttpOnce())
+    uvicorn.Server(config).run()
+
+
+class NotHttpOnce(logging.Filter):
+    """uvicorn warns "Invalid HTTP request received." for each TLS handshake that reaches a
+    plain-http port, and docker and podman try https first on every pull from an insecure
+    registry: say once what it is, then keep quiet."""
+
+    NOISE = "Invalid HTTP request received."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != self.NOISE:
+            return True
+        if self.told:
+            return False
+        self.told = True
+        record.msg = (
+            "a client sent something that is not HTTP (docker and podman try https first on a "
+            "plain-http port: harmless; serve https with --tls-cert/--tls-key to stop it); "
+            "further ones are not logged"
+        )
+        record.args = ()
+        return True
