@@ -54,6 +54,7 @@ class HeldVersion:
     size: int | None
     created: str | None
     removed: bool  # upstream no longer lists it (or, for [[registry]], the sync dropped it)
+    listed: bool  # its file list was fetched (an empty list is a whole version too)
     files: int  # file rows
     stored: int  # file rows pointing at a blob
 
@@ -93,7 +94,7 @@ def decide(
         wanted = wanted_versions(entry, selections, registry_paths)
         by_id = {v.version: v for v in entry.versions if not v.removed}
         whole = all(
-            v is not None and v.files > 0 and v.stored == v.files
+            v is not None and v.listed and v.stored == v.files
             for v in (by_id.get(w) for w in wanted)
         )
         extra = [v for v in entry.versions if v.stored and v.version not in wanted]
@@ -129,6 +130,7 @@ def held_entries(s: Session) -> list[HeldEntry]:
             Version.size,
             Version.created,
             Version.removed_snapshot_id,
+            Version.files_listed,
             func.coalesce(counts.c.files, 0),
             func.coalesce(counts.c.stored, 0),
         )
@@ -137,10 +139,12 @@ def held_entries(s: Session) -> list[HeldEntry]:
         .order_by(Entry.id, Version.id)
     )
     acc: dict[int, tuple[str, str, bool, list[HeldVersion]]] = {}
-    for eid, kind, path, eremoved, vid, ver, status, size, created, vremoved, n, k in rows:
+    for eid, kind, path, eremoved, vid, ver, status, size, created, vremoved, listed, n, k in rows:
         slot = acc.setdefault(eid, (kind, path, eremoved is not None, []))
         slot[3].append(
-            HeldVersion(vid, ver, status or "", size, created, vremoved is not None, n, k)
+            HeldVersion(
+                vid, ver, status or "", size, created, vremoved is not None, bool(listed), n, k
+            )
         )
     return [
         HeldEntry(kind, path, removed, tuple(vs))

@@ -171,6 +171,7 @@ def held_entries(draw: st.DrawFn) -> list[HeldEntry]:
                     size=draw(st.sampled_from([None, 10])),
                     created=f"2026-01-{draw(st.integers(1, 28)):02d}",
                     removed=draw(st.booleans()),
+                    listed=draw(st.booleans()),
                     files=files,
                     stored=draw(st.integers(0, files)),
                 )
@@ -209,7 +210,9 @@ def test_decide_releases_only_unwanted_bytes_and_only_when_the_wanted_are_whole(
             if v.id in mine:
                 assert v.stored > 0 and v.version not in wanted
         live = {v.version: v for v in entry.versions if not v.removed}
-        whole = all(w in live and 0 < live[w].files == live[w].stored for w in wanted)
+        whole = all(
+            w in live and live[w].listed and live[w].files == live[w].stored for w in wanted
+        )
         extra = [v for v in entry.versions if v.stored and v.version not in wanted]
         if extra:
             # either everything extra goes, or (a wanted version lacks bytes) nothing does
