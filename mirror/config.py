@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mirror.errors import ConfigError
-from mirror.paths import default_home
+from mirror.paths import default_home, names_a_registry
 
 KINDS = ("model", "resource", "image")
 # what a [[select]] fetches bytes for unless it names kinds: images are many GB each, so
@@ -380,6 +380,13 @@ def _registry(raw: Any, i: int, environ: Mapping[str, str]) -> RegistrySource:
     url = _check_url(raw["url"], f"{where}.url")
     parts = urlsplit(url)
     name = raw.get("name") or parts.netloc
+    if not isinstance(name, str) or not names_a_registry(name) or "/" in name:
+        raise ConfigError(
+            f"{where}.name: {name!r} does not look like a registry host",
+            hint='use a host name with a "." or ":" (e.g. "nvcr.io", "lab.example:5000") or '
+            '"localhost": index.json names tags <name>/<repo>:<tag>, and by Docker\'s rule a '
+            "first component without one is a repository namespace",
+        )
     repos = _coerce(raw.get("repositories", []), (), "tuple", f"{where}.repositories")
     if not repos:
         raise ConfigError(f"{where}.repositories: list the repositories to mirror")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 from mirror.blobstore import EMPTY_INDEX
 from mirror.db import Database
 from mirror.fsutil import atomic_write
-from mirror.paths import MirrorPaths
+from mirror.paths import MirrorPaths, names_a_registry
 from mirror.schema import Blob, Entry, Version
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -39,10 +39,7 @@ def set_registry_name(db: Database, name: str) -> None:
 def reference(path: str, registry: str) -> str:
     """Docker's rule: a first component with '.' or ':' (or 'localhost') names a registry;
     otherwise the repository is NGC's and lives on `registry`."""
-    first = path.split("/", 1)[0]
-    if "." in first or ":" in first or first == "localhost":
-        return path
-    return f"{registry}/{path}"
+    return path if names_a_registry(path) else f"{registry}/{path}"
 
 
 def index_document(

@@ -99,6 +99,13 @@ class MirrorPaths:
         return self.tmp / f"sha256-{digest_hex(digest)}.partial"
 
 
+def names_a_registry(path: str) -> bool:
+    """Docker's rule: a first component with '.' or ':' (or `localhost`) is a registry host.
+    NGC's paths (org/[team/]name) never look like that; `[[registry]]` entries always do."""
+    first = path.split("/", 1)[0]
+    return "." in first or ":" in first or first == "localhost"
+
+
 def default_home(environ: Mapping[str, str]) -> Path:
     """MIRROR_HOME, else the platform's user data dir + /mirror."""
     home = environ.get("MIRROR_HOME")

@@ -32,7 +32,7 @@ from mirror.errors import (
 from mirror.fsutil import MirrorLock
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteEntry, RemoteFile
-from mirror.paths import MirrorPaths
+from mirror.paths import MirrorPaths, names_a_registry
 from mirror.plan import SyncPlan, make_plan, select_versions, versions_to_list
 from mirror.progress import Progress
 from mirror.sources.ngc import NgcSource
@@ -350,7 +350,12 @@ class SyncEngine:
                     )
             raise
         with db.session() as s:
-            local = catalog.local_state(s, self.settings.ngc.kinds)
+            # [[registry]] repositories are not NGC's: its listing must not mark them removed
+            local = {
+                k: v
+                for k, v in catalog.local_state(s, self.settings.ngc.kinds).items()
+                if not names_a_registry(k[1])
+            }
         plan = make_plan(listing, local, self.settings.select)
         self._fill_plan_counts(report, plan)
         snapshot_id = None

@@ -90,3 +90,20 @@ def test_parse_size(text: object, expected: int) -> None:
 def test_parse_size_rejects_garbage() -> None:
     with pytest.raises(ConfigError):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("name", ["lab", "nvidia", "a/b.c", ""])
+def test_a_registry_name_must_look_like_a_registry_host(tmp_path: Path, name: str) -> None:
+    """index.json names tags <name>/<repo>:<tag>; by Docker's rule "lab/x" is a namespace on
+    docker.io, so such a name would be published under another registry's prefix."""
+    cfg = tmp_path / "m.toml"
+    table = f'[[registry]]\nurl = "http://127.0.0.1:5000"\nrepositories = ["x"]\nname = "{name}"\n'
+    cfg.write_text(table)
+    if name == "":  # empty: the URL's host:port is the name
+        assert load_settings(cfg, {}).registries[0].name == "127.0.0.1:5000"
+        return
+    with pytest.raises(ConfigError, match="does not look like a registry host"):
+        load_settings(cfg, {})
+    for good in ("lab.example", "lab:5000", "localhost"):
+        cfg.write_text(table.replace(f'name = "{name}"', f'name = "{good}"'))
+        assert load_settings(cfg, {}).registries[0].name == good

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from mirror.fakengc import FakeCatalog, FakeEntry, FakeNGC, FakeVersion
 from tests.conftest import cli_env, require_tool, run_mirror
 from tests.registry_peer import Registry, build_layout, skopeo, skopeo_copy
@@ -91,3 +93,61 @@ def test_selected_ngc_image_tags_are_pulled_from_the_registry(tmp_path: Path) ->
         assert refs == [f"{reg.host}/nvidia/single:v3"]
         skopeo("copy", "-q", f"oci:{home}:{refs[0]}", f"dir:{tmp_path / 'v3'}", home=skopeo_home)
         assert run_mirror(["verify"], env).returncode == 0
+
+
+def test_registry_repositories_beside_ngc_images_stay_put(tmp_path: Path) -> None:
+    """With NGC images catalogued, NGC's listing once marked every [[registry]] repository
+    removed on every other sync (prune then freed them, the next sync fetched them again), and
+    serve's NGC API listed them as NGC repositories a downstream mirror could not pull."""
+    from tests.serve_peer import ServeThread
+
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    layout = build_layout(tmp_path / "layout")
+    skopeo_home = tmp_path / "skopeo-home"
+    cat = FakeCatalog()
+    day = "2026-02-01T00:00:00.000Z"
+    cat.add(
+        FakeEntry(
+            kind="image",
+            org="nvidia",
+            team=None,
+            name="single",
+            updated=day,
+            versions=[FakeVersion("v2", created=day, updated=day)],
+        )
+    )
+    home = tmp_path / "mirror"
+    with Registry(tmp_path / "reg") as reg, FakeNGC(cat) as fake:
+        skopeo_copy(layout.root, "single", reg.host, "nvidia/single", "v2", home=skopeo_home)
+        skopeo_copy(layout.root, "single", reg.host, "lab/app", "1.0", home=skopeo_home)
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'[ngc]\napi_url = "{fake.url}"\nregistry_url = "{reg.url}"\n'
+            'kinds = ["model", "image"]\n\n[[select]]\npattern = "nvidia/*"\n'
+            'kinds = ["image"]\nlatest = 1\n\n'
+            f'[[registry]]\nurl = "{reg.url}"\nname = "lab.example"\nrepositories = ["lab/app"]\n'
+        )
+        env = cli_env(home, fake.url)
+        env.pop("MIRROR_NGC_API_URL")
+        want = {f"{reg.host}/nvidia/single:v2", "lab.example/lab/app:1.0"}
+        for _ in range(3):
+            done = run_mirror(["--config", str(cfg), "sync", "--json"], env)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["removed"] == 0
+            index = json.loads((home / "index.json").read_text())
+            refs = {
+                m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]
+            }
+            assert refs == want
+        pruned = run_mirror(["--config", str(cfg), "prune", "--dry-run", "--json"], env)
+        assert pruned.returncode == 0 and json.loads(pruned.stdout)["released"] == []
+    with ServeThread(home) as srv:
+        q = json.dumps({"query": "resourceId:*", "page": 0, "pageSize": 100})
+        found = httpx.get(
+            f"{srv.url}/v2/search/catalog/resources/CONTAINER", params={"q": q}, timeout=30
+        ).json()
+        ids = [r["resourceId"] for g in found["results"] for r in g["resources"]]
+        assert ids == ["nvidia/single"]  # lab.example/lab/app is pulled by name, not listed
+        pulled = httpx.get(f"{srv.url}/v2/lab/app/manifests/1.0", timeout=30)
+        assert pulled.status_code == 200

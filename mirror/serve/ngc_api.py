@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, selectinload
 from mirror import ngc_wire
 from mirror.db import Database, make_engine, sqlite_url
 from mirror.errors import DigestError
-from mirror.paths import MirrorPaths, validate_digest
+from mirror.paths import MirrorPaths, names_a_registry, validate_digest
 from mirror.plan import newest_first
 from mirror.schema import Entry, Version
 from mirror.serve import ngc_docs as docs
@@ -477,7 +477,13 @@ class NgcApi:
             .where(Entry.kind == kind, Entry.removed_snapshot_id.is_(None))
             .order_by(Entry.path)
         ).all()
-        ids = [r.id for r in rows if _matches(text, r.path, r.name, r.display_name, r.description)]
+        ids = [
+            r.id
+            for r in rows
+            # [[registry]] repositories are served by the registry API, not listed as NGC's
+            if not names_a_registry(r.path)
+            and _matches(text, r.path, r.name, r.display_name, r.description)
+        ]
         with self._hits_lock:
             if len(self._hits) >= 64:
                 self._hits.clear()
