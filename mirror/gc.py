@@ -36,7 +36,11 @@ class GcReport:
         }
 
 
-def collect_garbage(store: BlobStore, db: Database, *, dry_run: bool) -> GcReport:
+def collect_garbage(
+    store: BlobStore, db: Database, *, dry_run: bool, clean_tmp: bool = True
+) -> GcReport:
+    """Delete unreferenced blobs; with `clean_tmp`, also partial downloads and staging
+    leftovers (prune keeps them: a killed sync's partials resume on the next run)."""
     report = GcReport(dry_run=dry_run)
     with db.session() as s:
         referenced = catalog.referenced_digests(s)
@@ -58,5 +62,6 @@ def collect_garbage(store: BlobStore, db: Database, *, dry_run: bool) -> GcRepor
     for digest in report.unreferenced:
         store.delete(digest)
         report.removed += 1
-    report.partials_removed = store.clean_tmp()
+    if clean_tmp:
+        report.partials_removed = store.clean_tmp()
     return report

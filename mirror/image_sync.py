@@ -168,6 +168,7 @@ class ImageSync:
         self.report.tags_selected += len(chosen)
         versions = []
         stored: dict[str, str] = {}
+        failed = False
         for plan in chosen:
             old = known.get(plan.tag)
             if old is None or old.manifest_digest != plan.manifest.digest:
@@ -181,6 +182,7 @@ class ImageSync:
             files = [RemoteFile(path=p, size=d.size, sha256=d.digest[7:]) for p, d in plan.blobs]
             if ok:
                 stored.update({f"{plan.tag}/{p}": d.digest for p, d in plan.blobs})
+            failed = failed or not ok
             versions.append(
                 RemoteVersion(
                     version=plan.tag,
@@ -194,6 +196,10 @@ class ImageSync:
             )
         if self.dry_run or snapshot_id is None:
             return
+        if failed and self.ngc is None:
+            # a new tag did not arrive whole: the tags it was to replace stay listed (and
+            # pullable) until it does, as an older model version stays beside a failed new one
+            versions += self._carried(known, {p.tag for p in chosen}, tags)
         listed = ListedEntry(
             kind="image",
             org=org,
@@ -233,6 +239,26 @@ class ImageSync:
                         catalog.record_blob(s, d.digest, d.size, d.media_type)
             catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=stamp)
         self.touched.append(("image", path))
+
+    @staticmethod
+    def _carried(
+        known: dict[str, Version], chosen: set[str], upstream: list[str]
+    ) -> list[RemoteVersion]:
+        """Live tags outside this run's window that upstream still has, unchanged (files
+        None: upsert_entry keeps their file rows as they are)."""
+        return [
+            RemoteVersion(
+                version=v.version,
+                status=v.status,
+                size=v.size,
+                file_count=v.file_count,
+                created=v.created,
+                updated=v.updated,
+                manifest_digest=v.manifest_digest,
+            )
+            for tag, v in sorted(known.items())
+            if tag not in chosen and tag in upstream
+        ]
 
     def _dates_known(self, plans: list[TagPlan]) -> None:
         """Creation dates remembered by manifest digest ("" = the config had none): ranking

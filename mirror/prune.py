@@ -247,7 +247,8 @@ def prune(
         return done.report
     if report.touched:
         _republish(paths, db, report.touched)
-    swept = collect_garbage(store, db, dry_run=False)  # bytes last; fails closed
+    # bytes last; fails closed; partials stay for the next sync to resume
+    swept = collect_garbage(store, db, dry_run=False, clean_tmp=False)
     report.blobs_freed, report.bytes_freed = swept.removed, swept.bytes
     with db.session() as s:
         catalog.record_run(

@@ -243,3 +243,45 @@ def test_prune_frees_tags_that_left_the_latest_window(peers: Peers, tmp_path: Pa
     assert set(needed_blobs(peers.layout, peers.layout.tags["a-newest"])) <= have
     assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest"}
     verify_clean(env_for(home))
+
+
+def test_a_new_tag_that_fails_keeps_the_one_it_replaces_listed(tmp_path: Path) -> None:
+    """latest = 1: until the newest tag arrives whole, the older one stays in index.json (and
+    pullable), and prune keeps it."""
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    home, skopeo_home = tmp_path / "mirror", tmp_path / "skopeo-home"
+    layout = Layout(tmp_path / "layout")
+    base = tar_layer("base.bin", b"base" * 20_000)
+    new_top = tar_layer("new.bin", b"new" * 20_000)
+    layout.tags["old"] = add_image(
+        layout, [base, tar_layer("old.bin", b"old" * 20_000)], created="2026-01-01T00:00:00Z"
+    )
+    layout.tags["new"] = add_image(layout, [base, new_top], created="2026-02-01T00:00:00Z")
+    layout.write_index()
+    env = env_for(home)
+    with Registry(tmp_path / "reg") as reg:
+        push(layout, "old", reg.host, "win/app", "old", home=skopeo_home)
+        cfg = registry_config(tmp_path / "m.toml", reg.url, ["win/app"], name=NAME, latest=1)
+        _sync(cfg, home)
+        assert index_refs(home).keys() == {f"{NAME}/win/app:old"}
+
+        push(layout, "new", reg.host, "win/app", "new", home=skopeo_home)
+        # the new tag's own layer goes missing in the registry's storage: its GET fails
+        hexd = new_top.digest[7:]
+        data = tmp_path / "reg" / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+        aside = tmp_path / "aside"
+        data.rename(aside)
+        done = run_mirror(["--config", str(cfg), "sync", "--json"], env)
+        assert done.returncode == 6, done.stderr
+        assert index_refs(home).keys() == {f"{NAME}/win/app:old"}
+        kept = run_mirror(["--config", str(cfg), "prune", "--json"], env)
+        assert kept.returncode == 0, kept.stderr
+        assert json.loads(kept.stdout)["released"] == []
+
+        aside.rename(data)
+        _sync(cfg, home)
+        assert index_refs(home).keys() == {f"{NAME}/win/app:new"}
+        done = run_mirror(["--config", str(cfg), "prune", "--json"], env)
+        assert json.loads(done.stdout)["released"] == [f"image {NAME}/win/app:old"]
+    verify_clean(env)

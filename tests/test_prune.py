@@ -81,8 +81,12 @@ def test_prune_releases_the_version_that_left_the_window(home: Path, tmp_path: P
         assert _blob(home, old).exists()  # a dry run changes nothing
         assert _json(run_mirror([*args, "prune", "--dry-run", "--json"], env)) == dry
 
+        partial = home / "tmp" / f"sha256-{'e' * 64}.partial"  # a killed sync's, to resume
+        partial.write_bytes(b"half a download")
         done = _json(run_mirror([*args, "prune", "--json"], env))
         assert done["released"] == ["model nvidia/bert:1.0"] and done["files_released"] == 2
+        assert partial.read_bytes() == b"half a download"
+        partial.unlink()
         assert done["blobs_freed"] == 1 and done["bytes_freed"] == len(old)
         assert not _blob(home, old).exists()
         assert _blob(home, new).exists() and _blob(home, SHARED).exists()  # 2.0 still uses it
