@@ -113,7 +113,12 @@ class BlobWriter:
             )
         self._hash.update(chunk)
         try:
-            self._fh.write(chunk)
+            view = memoryview(chunk)
+            while view:  # an unbuffered write may be short (a filling disk): finish or raise
+                n = self._fh.write(view)
+                if not n:
+                    raise OSError(errno.ENOSPC, "no progress writing")
+                view = view[n:]
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 # give the space back: the catalog needs room to record what happened more

@@ -6,9 +6,9 @@ Callers pass a Session from `Database.session()` (one transaction); nothing here
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from mirror.models import RemoteEntry
 from mirror.plan import LocalEntry, LocalVersion
 from mirror.schema import Blob, Entry, File, Run, Snapshot, Version
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -249,12 +251,18 @@ def known_blobs(s: Session) -> dict[str, int]:
     return {d: n for d, n in s.execute(select(Blob.digest, Blob.size))}
 
 
+def chunked(items: list[T], n: int = 500) -> Iterator[list[T]]:
+    """Slices of at most `n`: SQL `IN (...)` lists stay under SQLite's bound-variable cap
+    (32766; 999 in builds before 3.32)."""
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
 def forget_blobs(s: Session, digests: Iterable[str]) -> None:
     """Drop blob rows (and unlink file rows from them) before the bytes are deleted."""
     ds = list(digests)
-    if not ds:
-        return
-    s.execute(update(File).where(File.blob_digest.in_(ds)).values(blob_digest=None))
+    for chunk in chunked(ds):
+        s.execute(update(File).where(File.blob_digest.in_(chunk)).values(blob_digest=None))
     for d in ds:
         row = s.get(Blob, d)
         if row is not None:

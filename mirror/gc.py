@@ -36,6 +36,11 @@ class GcReport:
         }
 
 
+def unreadable_referenced(store: BlobStore, referenced: set[str]) -> list[str]:
+    """Referenced blobs that are missing or unreadable, sorted (empty on a healthy store)."""
+    return [d for d in sorted(referenced) if not os.access(store.paths.blob(d), os.R_OK)]
+
+
 def collect_garbage(
     store: BlobStore, db: Database, *, dry_run: bool, clean_tmp: bool = True
 ) -> GcReport:
@@ -44,7 +49,7 @@ def collect_garbage(
     report = GcReport(dry_run=dry_run)
     with db.session() as s:
         referenced = catalog.referenced_digests(s)
-    unreadable = [d for d in sorted(referenced) if not os.access(store.paths.blob(d), os.R_OK)]
+    unreadable = unreadable_referenced(store, referenced)
     if unreadable:
         raise IntegrityError(
             f"{len(unreadable)} referenced blob(s) are missing or unreadable "

@@ -169,6 +169,7 @@ class ImageSync:
         versions = []
         stored: dict[str, str] = {}
         failed = False
+        too_big: dict[str, int] = {}
         for plan in chosen:
             old = known.get(plan.tag)
             if old is None or old.manifest_digest != plan.manifest.digest:
@@ -177,6 +178,7 @@ class ImageSync:
                 self._expand(repo, plan)
             if self.source.max_size is not None and plan.size > self.source.max_size:
                 log.info("skipping %s:%s (%d bytes > max_size)", path, plan.tag, plan.size)
+                too_big[plan.tag] = plan.size
                 continue
             ok = self._fetch(repo, plan, path)
             files = [RemoteFile(path=p, size=d.size, sha256=d.digest[7:]) for p, d in plan.blobs]
@@ -221,6 +223,10 @@ class ImageSync:
                     updated=v.updated or mine[v.version].updated,
                 )
                 if v.version in mine
+                # a tag skipped for max_size keeps its measured size, so selection (and
+                # prune) see that it does not fit instead of waiting for it forever
+                else replace(v, size=too_big[v.version])
+                if v.version in too_big
                 else v
                 for v in self.ngc.versions
             ]

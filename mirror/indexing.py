@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from mirror.catalog import chunked
 from mirror.db import Database
 from mirror.paths import MirrorPaths
 from mirror.schema import Entry, Version
@@ -36,16 +37,18 @@ def _docs(s: Session, keys: Iterable[tuple[str, str]] | None = None) -> Iterator
         .where(Entry.removed_snapshot_id.is_(None))
         .options(selectinload(Entry.versions).selectinload(Version.files))
     )
-    if keys is not None:
-        wanted = list(keys)
-        if not wanted:
-            return
-        paths = {p for _, p in wanted}
-        stmt = stmt.where(Entry.path.in_(paths))
-        wanted_set = set(wanted)
-    for e in s.scalars(stmt):
-        if keys is not None and (e.kind, e.path) not in wanted_set:
-            continue
+    if keys is None:
+        entries: Iterable[Entry] = s.scalars(stmt)
+    else:
+        wanted_set = set(keys)
+        paths = sorted({p for _, p in wanted_set})
+        entries = (
+            e
+            for chunk in chunked(paths)
+            for e in s.scalars(stmt.where(Entry.path.in_(chunk)))
+            if (e.kind, e.path) in wanted_set
+        )
+    for e in entries:
         live = [v for v in e.versions if v.removed_snapshot_id is None]
         ordered = newest_first(live)
         mirrored = any(v.files and all(f.blob_digest for f in v.files) for v in live)

@@ -23,6 +23,7 @@ if it re-enters the window (a newer version withdrawn), the next sync fetches it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,9 @@ from mirror import catalog
 from mirror.blobstore import BlobStore
 from mirror.config import Selection, Settings
 from mirror.db import Database
-from mirror.errors import ConfigError
-from mirror.gc import collect_garbage
-from mirror.paths import MirrorPaths
+from mirror.errors import ConfigError, IntegrityError
+from mirror.gc import collect_garbage, unreadable_referenced
+from mirror.paths import MirrorPaths, names_a_registry
 from mirror.plan import select_versions
 from mirror.schema import Entry, File, Version
 
@@ -82,6 +83,8 @@ def wanted_versions(
         return set()
     if entry.kind == "image" and entry.path in registry_paths:
         return {v.version for v in live}  # the sync already applied tags/latest/max_size
+    if names_a_registry(entry.path):
+        return set()  # a [[registry]] repository no longer configured
     return set(select_versions(entry.kind, entry.path, live, selections))
 
 
@@ -178,9 +181,13 @@ def registry_paths(settings: Settings) -> set[str]:
     return {f"{r.name}/{repo}" for r in settings.registries for repo in r.repositories}
 
 
-def release(s: Session, settings: Settings, *, dry_run: bool) -> PruneReport:
+def release(s: Session, settings: Settings, store: BlobStore, *, dry_run: bool) -> PruneReport:
     """Unlink the released versions' file rows in the caller's transaction (the caller
-    commits, or rolls back for a dry run); count what gc will then be able to free."""
+    commits, or rolls back for a dry run); count exactly what gc will then free.
+
+    Fails closed before anything changes, as gc does, if a referenced blob is missing or
+    unreadable: "whole" is judged from rows, so a damaged store must be repaired first (else
+    an old version could go while its replacement's bytes are gone)."""
     if not settings.select and not settings.registries:
         raise ConfigError(
             "the config selects nothing ([[select]] and [[registry]] are both absent): "
@@ -188,21 +195,18 @@ def release(s: Session, settings: Settings, *, dry_run: bool) -> PruneReport:
             path=settings.source,
             hint="pass the config `mirror sync` uses (--config FILE or MIRROR_CONFIG)",
         )
+    unreadable = unreadable_referenced(store, catalog.referenced_digests(s))
+    if unreadable:
+        raise IntegrityError(
+            f"{len(unreadable)} referenced blob(s) are missing or unreadable "
+            f"(first: {unreadable[0]}); prune released nothing",
+            hint="run `mirror verify --repair`, then `mirror sync`, then prune again",
+        )
     report = PruneReport(dry_run=dry_run)
     decision = decide(held_entries(s), settings.select, registry_paths(settings))
     report.held_back = decision.held_back
     ids = [v.id for _, v in decision.release]
-    candidates: set[str] = set()
-    for chunk in _chunks(ids, 500):
-        candidates |= {
-            d
-            for d in s.scalars(
-                select(File.blob_digest).where(
-                    File.version_id.in_(chunk), File.blob_digest.is_not(None)
-                )
-            )
-            if d
-        }
+    for chunk in catalog.chunked(ids):
         result = s.execute(
             update(File)
             .where(File.version_id.in_(chunk), File.blob_digest.is_not(None))
@@ -210,19 +214,16 @@ def release(s: Session, settings: Settings, *, dry_run: bool) -> PruneReport:
         )
         report.files_released += int(getattr(result, "rowcount", 0) or 0)
     s.flush()
-    freed = candidates - catalog.referenced_digests(s)
-    sizes = catalog.known_blobs(s)
+    # what gc will delete: everything unreferenced now (blobs already orphaned included)
+    freed = set(store.iter_digests()) - catalog.referenced_digests(s)
     report.blobs_freed = len(freed)
-    report.bytes_freed = sum(sizes.get(d, 0) for d in freed)
+    for d in freed:
+        with contextlib.suppress(OSError):
+            report.bytes_freed += store.size(d)
     for entry, v in decision.release:
         report.released.append(f"{entry.kind} {entry.path}:{v.version}")
     report.touched = sorted({(e.kind, e.path) for e, _ in decision.release})
     return report
-
-
-def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 class _DryRun(Exception):
@@ -240,13 +241,12 @@ def prune(
     The caller holds the writer lock."""
     try:
         with db.session() as s:
-            report = release(s, settings, dry_run=dry_run)
+            report = release(s, settings, store, dry_run=dry_run)
             if dry_run:
                 raise _DryRun(report)
     except _DryRun as done:
         return done.report
-    if report.touched:
-        _republish(paths, db, report.touched)
+    _republish(paths, db, report.touched)
     # bytes last; fails closed; partials stay for the next sync to resume
     swept = collect_garbage(store, db, dry_run=False, clean_tmp=False)
     report.blobs_freed, report.bytes_freed = swept.removed, swept.bytes
@@ -266,12 +266,14 @@ def prune(
 
 
 def _republish(paths: MirrorPaths, db: Database, touched: list[tuple[str, str]]) -> None:
-    """Search ("mirrored" flags) and index.json stop naming what is about to go."""
+    """index.json (always: it must never name a blob gc is about to delete, whatever wrote
+    it last) and search ("mirrored" flags) stop naming what is about to go."""
     from mirror.indexing import refresh_index
     from mirror.oci_layout import write_index
 
-    if any(kind == "image" for kind, _ in touched):
-        write_index(paths, db)
+    write_index(paths, db)
+    if not touched:
+        return
     try:
         refresh_index(paths, db, touched, [])
     except Exception as exc:  # the catalog is committed; search can rebuild

@@ -160,7 +160,8 @@ SELECTIONS = (Selection(pattern="nvidia/*", latest=2), Selection(pattern="*/keep
 @st.composite
 def held_entries(draw: st.DrawFn) -> list[HeldEntry]:
     entries = []
-    names = draw(st.lists(st.sampled_from(["nvidia/a", "nvidia/keep", "x/keep", "x/b", "r/img"])))
+    paths = ["nvidia/a", "nvidia/keep", "x/keep", "x/b", "r.io/img", "gone.io/keep"]
+    names = draw(st.lists(st.sampled_from(paths)))
     vid = 0
     for path in dict.fromkeys(names):
         versions = []
@@ -180,7 +181,7 @@ def held_entries(draw: st.DrawFn) -> list[HeldEntry]:
                     stored=draw(st.integers(0, files)),
                 )
             )
-        kind = "image" if path == "r/img" else "model"
+        kind = "image" if "." in path else "model"
         entries.append(HeldEntry(kind, path, draw(st.booleans()), tuple(versions)))
     return entries
 
@@ -204,11 +205,15 @@ def _after(entries: list[HeldEntry], released: set[int]) -> list[HeldEntry]:
 def test_decide_releases_only_unwanted_bytes_and_only_when_the_wanted_are_whole(
     entries: list[HeldEntry],
 ) -> None:
-    registry = {"r/img"}
+    registry = {"r.io/img"}  # gone.io/keep: a [[registry]] repository no longer configured
     decision = decide(entries, SELECTIONS, registry)
     released = {v.id for _, v in decision.release}
     for entry in entries:
         wanted = wanted_versions(entry, SELECTIONS, registry)
+        if entry.path == "gone.io/keep" or entry.removed:
+            assert wanted == set()  # matches "*/keep*", but nothing configures it any more
+        if entry.path == "r.io/img" and not entry.removed:
+            assert wanted == {v.version for v in entry.versions if not v.removed}
         mine = {v.id for v in entry.versions} & released
         for v in entry.versions:
             if v.id in mine:
@@ -251,3 +256,86 @@ def test_a_site_keeps_what_its_source_pruned(tmp_path: Path) -> None:
     assert _json(mirror(site, "gc", "--json"))["removed"] == 0  # still referenced at the site
     shown = _json(mirror(site, "show", "nvidia/bert", "--json"))
     assert {v["version"]: v["mirrored"] for v in shown["versions"]} == {"1.0": True, "2.0": True}
+
+
+def test_a_damaged_store_is_refused_and_orphans_count_in_the_dry_run(
+    home: Path, tmp_path: Path
+) -> None:
+    cat, bert = _catalog()
+    old, new = b"old weights " * 4000, b"new weights " * 4000
+    cfg = write_config(tmp_path / "m.toml", 'pattern = "nvidia/*"\nlatest = 1\n')
+    with FakeNGC(cat) as fake:
+        env = cli_env(home, fake.url)
+        args = ["--config", str(cfg)]
+        assert run_mirror([*args, "sync"], env).returncode == 0
+        cat.add_version(bert, _version("2.0", 2, new))
+        assert run_mirror([*args, "sync"], env).returncode == 0
+
+        # 2.0 looks whole in the catalog but its weights are gone: releasing 1.0 now would
+        # leave nothing; prune refuses before changing anything, dry run or not
+        _blob(home, new).rename(tmp_path / "aside")
+        for extra in (["--dry-run"], []):
+            refused = run_mirror([*args, "prune", *extra], env)
+            assert refused.returncode == 4, refused.stdout + refused.stderr
+            assert (
+                "prune released nothing" in refused.stderr and "verify --repair" in refused.stderr
+            )
+        assert _blob(home, old).exists()
+        shown = _json(run_mirror(["show", "nvidia/bert", "--json"], env))
+        assert {v["version"]: v["mirrored"] for v in shown["versions"]}["1.0"] is True
+        (tmp_path / "aside").rename(_blob(home, new))
+
+        # an orphan (a blob no row references) is freed too, and the dry run says so
+        orphan = b"left behind by a killed run"
+        _blob(home, orphan).write_bytes(orphan)
+        dry = _json(run_mirror([*args, "prune", "--dry-run", "--json"], env))
+        assert dry["blobs_freed"] == 2 and dry["bytes_freed"] == len(old) + len(orphan)
+        done = _json(run_mirror([*args, "prune", "--json"], env))
+        assert {k: v for k, v in done.items() if k != "dry_run"} == {
+            k: v for k, v in dry.items() if k != "dry_run"
+        }
+        assert not _blob(home, orphan).exists() and not _blob(home, old).exists()
+
+
+def test_bulk_statements_stay_under_the_sqlite_variable_cap(tmp_path: Path) -> None:
+    """1500 digests unlinked at once under a 999-variable cap (older SQLite builds): the
+    IN lists are chunked (one list failed with 'too many SQL variables' at 33k blobs)."""
+    import sqlite3
+    from datetime import datetime
+
+    from sqlalchemy import event, func, insert, select
+
+    from mirror import catalog
+    from mirror.db import Database, open_catalog_db
+    from mirror.schema import Blob, Entry, File, Snapshot, Version
+
+    db = Database(open_catalog_db(tmp_path / "mirror.db"))
+
+    @event.listens_for(db.engine, "connect")
+    def _cap(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    db.engine.dispose()  # reconnect with the cap
+    digests = [f"sha256:{n:064x}" for n in range(1500)]
+    now = datetime(2026, 1, 1)
+    with db.session() as s:
+        s.add(Snapshot(id=1, created_at=now, complete=True))
+        s.flush()
+        s.execute(
+            insert(Entry),
+            [dict(id=1, kind="model", path="o/m", org="o", name="m", first_snapshot_id=1)],
+        )
+        s.execute(insert(Version), [dict(id=1, entry_id=1, version="1", first_snapshot_id=1)])
+        s.execute(insert(Blob), [dict(digest=d, size=1, stored_at=now) for d in digests])
+        s.execute(
+            insert(File),
+            [
+                dict(version_id=1, path=f"f{n}", size=1, blob_digest=d)
+                for n, d in enumerate(digests)
+            ],
+        )
+    with db.session() as s:
+        catalog.forget_blobs(s, digests)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Blob)) == 0
+        assert s.scalar(select(func.count()).where(File.blob_digest.is_not(None))) == 0

@@ -108,9 +108,10 @@ def test_routing_between_ngc_and_registry(path: str, ngc: bool) -> None:
 def test_a_token_file_alone_closes_the_mirror(tmp_path: Path) -> None:
     """`create_app(root, token_file=f)` without `tokens` once meant open reads (fail-open)."""
     tokens = tmp_path / "tokens"
-    tokens.write_text("# read tokens\nsecret-one\n")
+    tokens.write_text("# read tokens\n  # rotated 2026-01\nsecret-one\n")
     auth = ReadAuth(None, token_file=tokens)
     assert auth.enabled and not auth.allowed({})
+    assert not auth.valid_token("# rotated 2026-01")  # an indented comment is no token
     basic = base64.b64encode(b"u:secret-one").decode()
     assert auth.allowed({"authorization": f"Basic {basic}"})
     tokens.write_text("# none left\n")

@@ -12,7 +12,7 @@ idempotent and order-independent per entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -96,8 +96,11 @@ def _media_types(s: Session, e: Entry) -> dict[str, str]:
     digests = {f.blob_digest for v in e.versions for f in v.files if f.blob_digest}
     if not digests:
         return {}
-    rows = s.execute(select(Blob.digest, Blob.media_type).where(Blob.digest.in_(digests)))
-    return {d: m for d, m in rows if m}
+    out: dict[str, str] = {}
+    for chunk in catalog.chunked(sorted(digests)):
+        rows = s.execute(select(Blob.digest, Blob.media_type).where(Blob.digest.in_(chunk)))
+        out.update({d: m for d, m in rows if m})
+    return out
 
 
 def record_blobs(rec: dict[str, Any]) -> Iterator[tuple[str, int]]:
@@ -173,6 +176,7 @@ def apply(
     snapshot_id: int,
     available: set[str],
     sizes: dict[str, int],
+    has: Callable[[str], bool] = lambda digest: True,
 ) -> tuple[int, int]:
     """Apply validated records in the caller's transaction; return (upserts, removals).
 
@@ -231,7 +235,11 @@ def apply(
                         s, d, sizes.get(d, f["size"]), media if isinstance(media, str) else None
                     )
                     stored[key] = d
-                elif f.get("sha256") and held.get(key) == f"sha256:{f['sha256']}":
+                elif (
+                    f.get("sha256")
+                    and held.get(key) == f"sha256:{f['sha256']}"
+                    and has(held[key])  # a damaged site does not keep a dangling pointer
+                ):
                     stored[key] = held[key]  # the source pruned it; this site keeps it
         remote = RemoteEntry(
             listed=listed,

@@ -274,7 +274,9 @@ def import_bundle(
         snap = catalog.new_snapshot(s, f"bundle:{m.bundle_id} from {m.source_mirror_id}")
         available = {d for d in stager.sizes if store.has(d)}
         available |= {d for r in records for d, _ in delta.record_blobs(r) if store.has(d)}
-        result.upserts, result.removals = delta.apply(s, records, snap.id, available, stager.sizes)
+        result.upserts, result.removals = delta.apply(
+            s, records, snap.id, available, stager.sizes, has=store.has
+        )
         catalog.complete_snapshot(s, snap.id)
         s.add(
             Import(

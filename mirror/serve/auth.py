@@ -47,7 +47,8 @@ def read_token_file(path: Path) -> list[str]:
             path=str(path),
             hint="[serve] token_file names a file with one read token per line",
         ) from None
-    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [ln.strip() for ln in text.splitlines()]
+    tokens = [ln for ln in lines if ln and not ln.startswith("#")]
     if not tokens:
         raise ConfigError(
             "the token file lists no token",
