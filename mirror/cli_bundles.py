@@ -166,6 +166,7 @@ def import_cmd(
                 require_signature=settings.bundle.require_signature,
                 receipt_out=receipt_out,
                 progress=_bar(as_json),
+                selections=settings.select,
             )
             if not result.already_imported:
                 refresh_index(paths, db, result.changed, result.removed)
@@ -207,6 +208,12 @@ def import_cmd(
             f"{result.blobs_present} already here\n"
             f"  receipt   {result.receipt} (carry it back: mirror export --site NAME --receipt)\n"
         )
+        if result.blobs_lacking:
+            sys.stdout.write(
+                f"  lacking   {result.blobs_lacking} blobs the bundle counted on this site "
+                "having (pruned or repaired here): those files are not held; the receipt asks "
+                "the source to send them again\n"
+            )
     return 0
 
 

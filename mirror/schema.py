@@ -215,6 +215,7 @@ class Site(Base):
     mirror_id: Mapped[str | None] = mapped_column(String(36))
     confirmed_snapshot: Mapped[int] = mapped_column(Integer, default=0)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    lacking: Mapped[str | None] = mapped_column(Text)  # JSON digests its last receipt lacked
 
 
 class Import(Base):

@@ -339,3 +339,59 @@ def test_bulk_statements_stay_under_the_sqlite_variable_cap(tmp_path: Path) -> N
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Blob)) == 0
         assert s.scalar(select(func.count()).where(File.blob_digest.is_not(None))) == 0
+
+
+def test_a_site_that_pruned_gets_shared_bytes_again(tmp_path: Path) -> None:
+    """The site prunes nvidia/bert:1.0; the source then publishes a new entry with 1.0's very
+    bytes. The exporter, trusting the site's receipts, leaves them out: the import records the
+    files as not held (it used to fail with exit 4, and every later bundle too), its receipt
+    says what it lacks, and the next export sends the entry again with its bytes."""
+    from mirror.fakengc import FakeEntry
+    from tests.test_bundle_support import export, import_, manifest, mirror, sync
+
+    src, site = tmp_path / "src", tmp_path / "site"
+    cat, bert = _catalog()
+    old = b"old weights " * 4000
+    select = (Selection(pattern="nvidia/*", latest=1),)
+    site_cfg = write_config(tmp_path / "site.toml", 'pattern = "nvidia/*"\nlatest = 1\n')
+    with FakeNGC(cat) as fake:
+        sync(src, fake, select=select)
+        export(src, tmp_path / "b1", "--site", "lab")
+        r1 = import_(site, tmp_path / "b1")["receipt"]
+        cat.add_version(bert, _version("2.0", 2, b"new weights " * 4000))
+        sync(src, fake, select=select)
+        export(src, tmp_path / "b2", "--site", "lab", "--receipt", r1)
+        r2 = import_(site, tmp_path / "b2")["receipt"]
+        pruned = _json(mirror(site, "--config", str(site_cfg), "prune", "--json"))
+        assert pruned["released"] == ["model nvidia/bert:1.0"] and not _blob(site, old).exists()
+
+        cat.add(
+            FakeEntry(
+                kind="model",
+                org="nvidia",
+                team=None,
+                name="bert_copy",
+                updated="2026-03-01T00:00:00.000Z",
+                versions=[_version("1.0", 3, old)],  # 1.0's weights, byte for byte
+            )
+        )
+        sync(src, fake, select=select)
+    old_digest = "sha256:" + hashlib.sha256(old).hexdigest()
+    export(src, tmp_path / "b3", "--site", "lab", "--receipt", r2)
+    assert old_digest not in {b["digest"] for b in manifest(tmp_path / "b3")["blobs"]}
+    done = _json(mirror(site, "--config", str(site_cfg), "import", str(tmp_path / "b3"), "--json"))
+    assert done["blobs_lacking"] == 1 and not _blob(site, old).exists()
+    receipt = json.loads(Path(done["receipt"]).read_text())
+    assert receipt["lacking"] == [old_digest]
+    shown = _json(mirror(site, "show", "nvidia/bert_copy", "--json"))
+    assert [v["mirrored"] for v in shown["versions"]] == [False]
+
+    export(src, tmp_path / "b4", "--site", "lab", "--receipt", done["receipt"])
+    assert old_digest in {b["digest"] for b in manifest(tmp_path / "b4")["blobs"]}
+    again = _json(mirror(site, "--config", str(site_cfg), "import", str(tmp_path / "b4"), "--json"))
+    assert again["blobs_lacking"] == 0, again
+    assert _blob(site, old).exists(), again
+    assert json.loads(Path(again["receipt"]).read_text())["lacking"] == []
+    shown = _json(mirror(site, "show", "nvidia/bert_copy", "--json"))
+    assert [v["mirrored"] for v in shown["versions"]] == [True]
+    assert _json(mirror(site, "verify", "--json"))["clean"] is True

@@ -51,15 +51,32 @@ VERSION_FIELDS = (
 )
 
 
-def delta_records(s: Session, base: int) -> Iterator[dict[str, Any]]:
-    """Records for every entry whose rows changed after snapshot `base` (0 = everything)."""
+def delta_records(
+    s: Session, base: int, also: Iterable[int] = ()
+) -> Iterator[dict[str, Any]]:
+    """Records for every entry whose rows changed after snapshot `base` (0 = everything),
+    plus the live entries with ids in `also` (sent again: a site lacks their bytes)."""
     stmt = (
         select(Entry)
         .options(selectinload(Entry.versions).selectinload(Version.files))
         .order_by(Entry.kind, Entry.path)
     )
+    extra = sorted(set(also))
     if base:
-        stmt = stmt.where(or_(Entry.changed_snapshot_id > base, Entry.removed_snapshot_id > base))
+        changed = or_(Entry.changed_snapshot_id > base, Entry.removed_snapshot_id > base)
+        sent: set[tuple[str, str]] = set()
+        for rec in _records(s, stmt.where(changed)):
+            sent.add((rec["kind"], rec["path"]))
+            yield rec
+        for chunk in catalog.chunked(extra):
+            for rec in _records(s, stmt.where(Entry.id.in_(chunk))):
+                if (rec["kind"], rec["path"]) not in sent and rec["op"] == "upsert":
+                    yield rec
+        return
+    yield from _records(s, stmt)
+
+
+def _records(s: Session, stmt: Any) -> Iterator[dict[str, Any]]:
     # a full bundle (base 0) carries removals too: a site that already holds an older state
     # (e.g. `--site` with no receipt ever carried back) must learn what is gone; a fresh
     # mirror ignores removals of entries it never had

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from mirror import catalog
 from mirror.blobstore import OCI_LAYOUT, BlobStore
 from mirror.bundle import delta
+from mirror.bundle.lacking import entries_using, lacking_at
 from mirror.bundle.manifest import CATALOG, MANIFEST, SIGNATURE, Manifest, Part, sign
 from mirror.bundle.receipt import confirmed_blobs, ingest_receipt
 from mirror.bundle.tarparts import PartWriter
@@ -121,10 +122,12 @@ def _plan(
     if base > target:
         raise UsageError(f"snapshot {base} is newer than this mirror's latest ({target})")
     plan = ExportPlan(base=base, target=target, site=site)
-    have = confirmed_blobs(s, site) if site else set()
+    lacking = lacking_at(s, site) if site else set()
+    have = (confirmed_blobs(s, site) - lacking) if site else set()
     lines: list[bytes] = []
     wanted: dict[str, int] = {}
-    for rec in delta.delta_records(s, base):
+    # entries whose bytes the site lacks go again (bundle/lacking.py), even if unchanged
+    for rec in delta.delta_records(s, base, also=entries_using(s, lacking)):
         if rec["op"] == "remove":
             plan.removals += 1
         else:

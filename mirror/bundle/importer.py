@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,16 @@ from sqlalchemy import func, select
 from mirror import catalog
 from mirror.blobstore import CHUNK, BlobStore
 from mirror.bundle import delta
+from mirror.bundle.lacking import (
+    missing_references,
+    site_lacking,
+    update_site_lacking,
+    wanted_here,
+)
 from mirror.bundle.manifest import CATALOG, MANIFEST, SIGNATURE, Manifest, verify_signature
 from mirror.bundle.receipt import build_receipt
 from mirror.bundle.tarparts import PartReader, check_member
+from mirror.config import Selection
 from mirror.db import Database
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write, fsync_dir
@@ -47,6 +55,7 @@ class ImportResult:
     bytes_copied: int = 0
     upserts: int = 0
     removals: int = 0
+    blobs_lacking: int = 0  # referenced, neither in the bundle nor here: see bundle/lacking.py
     snapshot_id: int | None = None
     receipt: str | None = None
     changed: list[tuple[str, str]] = field(default_factory=list)
@@ -231,6 +240,7 @@ def import_bundle(
     require_signature: bool = False,
     receipt_out: Path | None = None,
     progress: Progress | None = None,
+    selections: Sequence[Selection] = (),
 ) -> ImportResult:
     """Verify and import one bundle. The caller holds the mirror lock."""
     root = bundle_dir(src)
@@ -250,7 +260,7 @@ def import_bundle(
             result.receipt = str(_write_receipt(build_receipt(s), root, store, receipt_out))
             return result
     have = _check_chain(db, m)
-    if m.target_snapshot <= have and m.base_snapshot > 0:
+    if m.target_snapshot <= have and m.base_snapshot > 0 and not _brings_lacking(db, m):
         result.already_imported = True  # an older bundle than what we hold: nothing to add
         return result
     stager = _Stager(store, m, result, progress)
@@ -258,7 +268,7 @@ def import_bundle(
     try:
         data = _stage_dir(root, m, stager) if m.format == "dir" else _stage_tar(root, m, stager)
         records = delta.parse(data.splitlines(keepends=True), CATALOG)
-        _check_references(records, stager, store)
+        missing = missing_references(records, set(stager.sizes), store)
     except BaseException as exc:
         if isinstance(exc, MirrorError | OSError | tarfile.TarError | ValueError):
             stager.discard()
@@ -277,6 +287,10 @@ def import_bundle(
         result.upserts, result.removals = delta.apply(
             s, records, snap.id, available, stager.sizes, has=store.has
         )
+        # files whose bytes are neither in the bundle nor here are recorded as not held; the
+        # receipt asks the source for the ones this site wants (mirror/bundle/lacking.py)
+        result.blobs_lacking = len(missing)
+        update_site_lacking(s, store, wanted_here(missing, records, selections))
         catalog.complete_snapshot(s, snap.id)
         s.add(
             Import(
@@ -297,16 +311,12 @@ def import_bundle(
     return result
 
 
-def _check_references(records: list[dict[str, Any]], stager: _Stager, store: BlobStore) -> None:
-    """Every blob a file row names must be in the bundle or already in this mirror."""
-    for rec in records:
-        for digest, _ in delta.record_blobs(rec):
-            if digest not in stager.sizes and not store.has(digest):
-                raise IntegrityError(
-                    f"{rec['path']} references blob {digest}, which is neither in the bundle "
-                    "nor in this mirror",
-                    hint="re-export with `mirror export --site NAME --receipt ...`",
-                )
+def _brings_lacking(db: Database, m: Manifest) -> bool:
+    """Whether a bundle no newer than this site carries blobs the site said it lacks (the
+    source sent entries again for them: bundle/lacking.py)."""
+    with db.session() as s:
+        lacking = set(site_lacking(s))
+    return any(b.get("digest") in lacking for b in m.blobs)
 
 
 def _write_receipt(

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mirror import catalog
+from mirror.bundle.lacking import remember_for_site, site_lacking
 from mirror.errors import UsageError
 from mirror.schema import Export, ExportBlob, Import, Site
 
@@ -36,6 +37,7 @@ def build_receipt(s: Session) -> dict[str, Any]:
         "mirror_id": catalog.mirror_id(s),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "snapshots": snapshots,
+        "lacking": site_lacking(s),
         "imports": [
             {
                 "bundle_id": i.bundle_id,
@@ -72,6 +74,7 @@ def ingest_receipt(s: Session, site: str, path: Path) -> int:
             hint="check --site, or use the receipt that site wrote",
         )
     row.mirror_id = str(doc.get("mirror_id"))
+    remember_for_site(s, row, doc)
     for imp in doc.get("imports", []):
         if not isinstance(imp, dict) or imp.get("source_mirror_id") != me:
             continue
