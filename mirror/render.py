@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mirror.paths import names_a_registry
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -51,8 +53,7 @@ def download_command(entry: dict[str, Any], version: str | None) -> str:
     ref = entry["path"] + (f":{version}" if version else "")
     if kind in ("model", "resource"):
         return f"ngc registry {kind} download-version {ref} --dest ."
-    first = entry["path"].split("/", 1)[0]
-    if "." not in first and ":" not in first and first != "localhost":
+    if not names_a_registry(entry["path"]):
         ref = f"nvcr.io/{ref}"  # an NGC repository path: Docker's rule names no registry
     return f"docker pull {ref}"
 
