@@ -457,7 +457,14 @@ class SyncEngine:
         if report.dry_run:
             return
         assert snapshot_id is not None
-        self._check_space(tasks, report)
+        try:
+            self._check_space(tasks, report)
+        except DiskFullError:
+            # the catalog still moves on (new entries searchable, versions listed); the next
+            # sync fetches the bytes, as for any entry whose selected files are missing
+            idle: dict[str, set[str]] = {path: set() for path in per_entry}
+            self._download_and_commit(db, remotes, {}, idle, report, snapshot_id)
+            raise
         self._download_and_commit(db, remotes, tasks, per_entry, report, snapshot_id)
 
     def _check_space(self, tasks: dict[str, FileTask], report: SyncReport) -> None:
@@ -481,7 +488,8 @@ class SyncEngine:
                 f"{self.paths.root} has {human_bytes(disk.free)} free (and keeps "
                 f"{human_bytes(margin)} for the catalog); nothing was downloaded",
                 hint="free space or move MIRROR_HOME; select less ([[select]] latest, "
-                "max_size); `mirror prune` releases versions the config no longer selects",
+                "max_size); `mirror prune` releases versions the config no longer selects; "
+                "the catalog was updated",
             )
 
     def _file_tasks(

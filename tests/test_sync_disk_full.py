@@ -42,6 +42,10 @@ def test_a_plan_that_cannot_fit_fetches_nothing_and_says_why(tmp_path: Path) -> 
         assert "needs 12.0 MiB more" in done.stderr and "free" in done.stderr
         assert "mirror prune" in done.stderr and "Traceback" not in done.stderr
         assert fake.count(r"^/_dl/") == 0  # refused before the first byte
+        # ... but the catalog moved on: the new entry is known, its bytes are not here
+        shown = run_mirror(["show", "nvidia/huge", "--json"], env)
+        assert shown.returncode == 0, shown.stderr
+        assert [v["mirrored"] for v in json.loads(shown.stdout)["versions"]] == [False]
         last = _last_run(env)
         assert last["outcome"] == "failed" and "needs 12.0 MiB" in str(last["error"])
         assert run_mirror(["verify"], env).returncode == 0
