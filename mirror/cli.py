@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,11 +203,26 @@ def status(
     return 0
 
 
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process of that id
+    return True
+
+
 def _run_dict(r: Any) -> dict[str, Any]:
+    outcome = r.outcome
+    if outcome == "running" and not _alive(r.pid):
+        outcome = "interrupted"  # killed: the next writer records it so; say it already
     return {
         "id": r.id,
         "command": r.command,
-        "outcome": r.outcome,
+        "outcome": outcome,
         "pid": r.pid,
         "started_at": r.started_at.isoformat() + "Z",
         "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,

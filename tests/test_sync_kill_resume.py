@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,6 +66,9 @@ def test_kill_9_mid_download_then_rerun_resumes_and_verifies(home: Path, tmp_pat
         blobs = home / "blobs" / "sha256"
         assert big.sha256_hex not in {p.name for p in blobs.iterdir()}
         assert run_mirror(["verify"], env).returncode == 0
+        # status already tells the killed run from a running one (its pid is gone)
+        runs = json.loads(run_mirror(["status", "--json"], env).stdout)["runs"]
+        assert (runs[0]["command"], runs[0]["outcome"]) == ("sync", "interrupted")
 
         fake.clear_faults()
         fake.clear_requests()
