@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from mirror.cli import JsonOpt, _emit_json, _open_store, _settings, _setup_logging, app
-from mirror.errors import UsageError
+from mirror.errors import PartialRunError, UsageError
 from mirror.render import human_bytes
 
 
@@ -148,6 +148,7 @@ def import_cmd(
     from mirror.fsutil import MirrorLock
     from mirror.indexing import refresh_index
     from mirror.paths import MirrorPaths
+    from mirror.prune import registry_paths
 
     settings = _settings()
     paths = MirrorPaths(settings.home)
@@ -167,6 +168,7 @@ def import_cmd(
                 receipt_out=receipt_out,
                 progress=_bar(as_json),
                 selections=settings.select,
+                registry_paths=registry_paths(settings),
             )
             if not result.already_imported:
                 refresh_index(paths, db, result.changed, result.removed)
@@ -212,8 +214,15 @@ def import_cmd(
             sys.stdout.write(
                 f"  lacking   {result.blobs_lacking} blobs the bundle counted on this site "
                 "having (pruned or repaired here): those files are not held; the receipt asks "
-                "the source to send them again\n"
+                f"the source to send again the {result.blobs_requested} this site wants\n"
             )
+    if result.blobs_requested:
+        raise PartialRunError(
+            [
+                f"{result.blobs_requested} wanted blob(s) not in the bundle nor here: carry the "
+                "receipt back, the next export sends them"
+            ]
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ idempotent and order-independent per entry.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,16 +65,27 @@ def delta_records(
     extra = sorted(set(also))
     if base:
         changed = or_(Entry.changed_snapshot_id > base, Entry.removed_snapshot_id > base)
-        sent: set[tuple[str, str]] = set()
-        for rec in _records(s, stmt.where(changed)):
-            sent.add((rec["kind"], rec["path"]))
-            yield rec
-        for chunk in catalog.chunked(extra):
-            for rec in _records(s, stmt.where(Entry.id.in_(chunk))):
-                if (rec["kind"], rec["path"]) not in sent and rec["op"] == "upsert":
-                    yield rec
+        again = sorted(
+            (
+                rec
+                for chunk in catalog.chunked(extra)
+                for rec in _records(s, stmt.where(Entry.id.in_(chunk)))
+                if rec["op"] == "upsert"
+            ),
+            key=_key,
+        )
+        last = None
+        # one stream in (kind, path) order; an entry both changed and sent again goes once
+        for rec in heapq.merge(_records(s, stmt.where(changed)), again, key=_key):
+            if _key(rec) != last:
+                yield rec
+            last = _key(rec)
         return
     yield from _records(s, stmt)
+
+
+def _key(rec: dict[str, Any]) -> tuple[str, str]:
+    return (rec["kind"], rec["path"])
 
 
 def _records(s: Session, stmt: Any) -> Iterator[dict[str, Any]]:

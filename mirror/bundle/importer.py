@@ -28,7 +28,6 @@ from mirror.bundle.lacking import (
     missing_references,
     site_lacking,
     update_site_lacking,
-    wanted_here,
 )
 from mirror.bundle.manifest import CATALOG, MANIFEST, SIGNATURE, Manifest, verify_signature
 from mirror.bundle.receipt import build_receipt
@@ -56,6 +55,7 @@ class ImportResult:
     upserts: int = 0
     removals: int = 0
     blobs_lacking: int = 0  # referenced, neither in the bundle nor here: see bundle/lacking.py
+    blobs_requested: int = 0  # of those, the ones this site wants: its receipt asks for them
     snapshot_id: int | None = None
     receipt: str | None = None
     changed: list[tuple[str, str]] = field(default_factory=list)
@@ -241,6 +241,7 @@ def import_bundle(
     receipt_out: Path | None = None,
     progress: Progress | None = None,
     selections: Sequence[Selection] = (),
+    registry_paths: set[str] | None = None,
 ) -> ImportResult:
     """Verify and import one bundle. The caller holds the mirror lock."""
     root = bundle_dir(src)
@@ -260,7 +261,11 @@ def import_bundle(
             result.receipt = str(_write_receipt(build_receipt(s), root, store, receipt_out))
             return result
     have = _check_chain(db, m)
-    if m.target_snapshot <= have and m.base_snapshot > 0 and not _brings_lacking(db, m):
+    # (a bundle at exactly our snapshot may carry entries sent again for blobs we lack; an
+    # older one never gets in: its records would roll the catalog back)
+    resend = m.target_snapshot == have and _brings_lacking(db, m)
+    stale = m.target_snapshot < have or (m.target_snapshot == have and m.base_snapshot > 0)
+    if stale and not resend:
         result.already_imported = True  # an older bundle than what we hold: nothing to add
         return result
     stager = _Stager(store, m, result, progress)
@@ -269,6 +274,15 @@ def import_bundle(
         data = _stage_dir(root, m, stager) if m.format == "dir" else _stage_tar(root, m, stager)
         records = delta.parse(data.splitlines(keepends=True), CATALOG)
         missing = missing_references(records, set(stager.sizes), store)
+        if missing and (m.site is None or m.base_snapshot == 0):
+            # only a bundle for a named site leaves out blobs (those the site confirmed): in
+            # any other bundle a missing one means it was damaged or tampered with
+            digest, users = next(iter(missing.items()))
+            raise IntegrityError(
+                f"{users[0][1]} references blob {digest}, which is neither in the bundle nor "
+                "in this mirror",
+                hint="re-export with `mirror export --site NAME --receipt ...`",
+            )
     except BaseException as exc:
         if isinstance(exc, MirrorError | OSError | tarfile.TarError | ValueError):
             stager.discard()
@@ -290,7 +304,8 @@ def import_bundle(
         # files whose bytes are neither in the bundle nor here are recorded as not held; the
         # receipt asks the source for the ones this site wants (mirror/bundle/lacking.py)
         result.blobs_lacking = len(missing)
-        update_site_lacking(s, store, wanted_here(missing, records, selections))
+        asked = update_site_lacking(s, store, missing, selections, registry_paths or set())
+        result.blobs_requested = len(set(asked) & set(missing))
         catalog.complete_snapshot(s, snap.id)
         s.add(
             Import(

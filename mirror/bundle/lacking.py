@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -27,18 +26,9 @@ from mirror.blobstore import BlobStore
 from mirror.config import Selection
 from mirror.errors import DigestError
 from mirror.paths import validate_digest
-from mirror.plan import select_versions
 from mirror.schema import Entry, File, Meta, Site, Version
 
 SITE_KEY = "lacking"  # Meta key at the site
-
-
-@dataclass(frozen=True)
-class _V:
-    version: str
-    status: str
-    size: int | None
-    created: str | None
 
 
 def missing_references(
@@ -58,35 +48,42 @@ def missing_references(
     return out
 
 
-def wanted_here(
-    missing: dict[str, list[tuple[str, str, str]]],
-    records: list[dict[str, Any]],
-    selections: Sequence[Selection],
-) -> set[str]:
-    """The missing digests this site wants (all of them without `[[select]]` tables)."""
-    if not selections:
-        return set(missing)
-    chosen: set[tuple[str, str, str]] = set()
-    for rec in records:
-        if rec.get("op") != "upsert":
-            continue
-        versions = [
-            _V(v["version"], v.get("status") or "", v.get("size"), v.get("created"))
-            for v in rec.get("versions", [])
-        ]
-        for vid in select_versions(rec["kind"], rec["path"], versions, selections):
-            chosen.add((rec["kind"], rec["path"], vid))
-    return {d for d, users in missing.items() if any(u in chosen for u in users)}
-
-
 def site_lacking(s: Session) -> list[str]:
     row = s.get(Meta, SITE_KEY)
     return _digests(json.loads(row.value)) if row is not None else []
 
 
-def update_site_lacking(s: Session, store: BlobStore, new: Iterable[str]) -> list[str]:
-    """After an import: what was lacking and still is, plus what this import lacked."""
-    now = sorted({d for d in [*site_lacking(s), *new] if not store.has(d)})
+def update_site_lacking(
+    s: Session,
+    store: BlobStore,
+    new: Iterable[str],
+    selections: Sequence[Selection],
+    registry_paths: set[str],
+) -> list[str]:
+    """After an import: the blobs this site lacks and wants, from its catalog as it is now.
+
+    A digest stays listed only while a live version this site wants (its `[[select]]` and
+    `[[registry]]` rules, as `mirror prune` applies them; everything without either) has a
+    file with that content and no blob. So a version pruned on purpose, removed upstream, or
+    whose bytes arrived drops off the list."""
+    candidates = sorted({d for d in [*site_lacking(s), *new] if not store.has(d)})
+    users: dict[str, set[tuple[int, str]]] = {}
+    for chunk in catalog.chunked([d[7:] for d in candidates]):
+        rows = s.execute(
+            select(File.sha256, Version.entry_id, Version.version)
+            .join(Version, Version.id == File.version_id)
+            .join(Entry, Entry.id == Version.entry_id)
+            .where(
+                File.sha256.in_(chunk),
+                File.blob_digest.is_(None),
+                Version.removed_snapshot_id.is_(None),
+                Entry.removed_snapshot_id.is_(None),
+            )
+        )
+        for sha, entry_id, version in rows:
+            users.setdefault(f"sha256:{sha}", set()).add((entry_id, version))
+    wanted = _wanted(s, {eid for us in users.values() for eid, _ in us}, selections, registry_paths)
+    now = sorted(d for d, us in users.items() if any(u in wanted for u in us))
     row = s.get(Meta, SITE_KEY)
     if row is None:
         row = Meta(key=SITE_KEY, value="[]")
@@ -95,18 +92,62 @@ def update_site_lacking(s: Session, store: BlobStore, new: Iterable[str]) -> lis
     return now
 
 
+def _wanted(
+    s: Session, entry_ids: set[int], selections: Sequence[Selection], registry_paths: set[str]
+) -> set[tuple[int, str]]:
+    from mirror.prune import HeldEntry, HeldVersion, wanted_versions
+
+    out: set[tuple[int, str]] = set()
+    for chunk in catalog.chunked(sorted(entry_ids)):
+        for e in s.scalars(select(Entry).where(Entry.id.in_(chunk))):
+            live = [v for v in e.versions if v.removed_snapshot_id is None]
+            if not selections and not registry_paths:
+                out |= {(e.id, v.version) for v in live}  # a site without rules wants it all
+                continue
+            held = HeldEntry(
+                e.kind,
+                e.path,
+                False,
+                tuple(
+                    HeldVersion(
+                        v.id,
+                        v.version,
+                        v.status or "",
+                        v.size,
+                        v.created,
+                        False,
+                        v.files_listed,
+                        0,
+                        0,
+                    )
+                    for v in live
+                ),
+            )
+            out |= {(e.id, vid) for vid in wanted_versions(held, selections, registry_paths)}
+    return out
+
+
 # -- the source's side ----------------------------------------------------------------------
-def remember_for_site(s: Session, site: Site, receipt: dict[str, Any]) -> None:
-    """Store what the site's newest receipt says it lacks (replacing the previous list)."""
+def remember_for_site(s: Session, site: Site, receipt: dict[str, Any], sent: set[str]) -> None:
+    """Store what the site's newest receipt says it lacks. Only blobs this mirror sent that
+    site can be lacking there (`sent`: a bogus or another site's list is cut down to
+    nothing), and an older receipt than the one stored changes nothing."""
+    created = str(receipt.get("created") or "")
+    if site.lacking:
+        stored = json.loads(site.lacking)
+        if isinstance(stored, dict) and created < str(stored.get("created") or ""):
+            return
     raw = receipt.get("lacking", [])
-    site.lacking = json.dumps(_digests(raw if isinstance(raw, list) else []))
+    digests = [d for d in _digests(raw if isinstance(raw, list) else []) if d in sent]
+    site.lacking = json.dumps({"created": created, "digests": digests})
 
 
 def lacking_at(s: Session, site: str) -> set[str]:
     row = s.get(Site, site)
     if row is None or not row.lacking:
         return set()
-    return set(_digests(json.loads(row.lacking)))
+    stored = json.loads(row.lacking)
+    return set(_digests(stored.get("digests", []) if isinstance(stored, dict) else []))
 
 
 def entries_using(s: Session, digests: set[str]) -> set[int]:

@@ -74,7 +74,6 @@ def ingest_receipt(s: Session, site: str, path: Path) -> int:
             hint="check --site, or use the receipt that site wrote",
         )
     row.mirror_id = str(doc.get("mirror_id"))
-    remember_for_site(s, row, doc)
     for imp in doc.get("imports", []):
         if not isinstance(imp, dict) or imp.get("source_mirror_id") != me:
             continue
@@ -90,7 +89,19 @@ def ingest_receipt(s: Session, site: str, path: Path) -> int:
         row.confirmed_snapshot = max(row.confirmed_snapshot, exp.target_snapshot)
     row.confirmed_at = catalog.utcnow()
     s.flush()
+    remember_for_site(s, row, doc, sent_blobs(s, site))
     return row.confirmed_snapshot
+
+
+def sent_blobs(s: Session, site: str) -> set[str]:
+    """Blobs of every bundle exported for the site, confirmed or not."""
+    return set(
+        s.scalars(
+            select(ExportBlob.digest)
+            .join(Export, Export.bundle_id == ExportBlob.bundle_id)
+            .where(Export.site == site)
+        )
+    )
 
 
 def confirmed_blobs(s: Session, site: str) -> set[str]:
