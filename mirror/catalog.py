@@ -205,7 +205,10 @@ def upsert_entry(
             s.add(ver)
         ver.status, ver.size, ver.file_count = rv.status, rv.size, rv.file_count
         ver.created, ver.updated, ver.description = rv.created, rv.updated, rv.description
-        ver.manifest_digest = rv.manifest_digest
+        if rv.files is not None or not ver.files_listed:
+            # a tag whose pieces are listed here keeps the digest they belong to until they
+            # are listed again (NGC may name another digest: the tag was pushed again)
+            ver.manifest_digest = rv.manifest_digest
         ver.removed_snapshot_id = None
         s.flush()
         if rv.files is None:

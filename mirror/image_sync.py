@@ -130,11 +130,17 @@ class ImageSync:
         return self.report
 
     def _known(self, path: str) -> dict[str, Version]:
+        """Live tags of the entry; `self._whole` gets those whose pieces are all stored."""
         with self.db.session() as s:
             e = s.scalar(select(Entry).where(Entry.kind == "image", Entry.path == path))
             if e is None:
+                self._whole: set[str] = set()
                 return {}
-            return {v.version: v for v in e.versions if v.removed_snapshot_id is None}
+            live = {v.version: v for v in e.versions if v.removed_snapshot_id is None}
+            self._whole = {
+                t for t, v in live.items() if v.files and all(f.blob_digest for f in v.files)
+            }
+            return live
 
     def _repo(self, repo: str, snapshot_id: int | None) -> None:
         org, team, name = _entry_parts(self.source.name, repo)
@@ -198,6 +204,11 @@ class ImageSync:
             )
         if self.dry_run or snapshot_id is None:
             return
+        if self.ngc is None and not failed and self._same(known, versions):
+            # nothing new: no catalog write, so no bundle sends this repository again (it
+            # still counts as refreshed: it was checked and is whole)
+            self.touched.append(("image", path))
+            return
         if failed and self.ngc is None:
             # a new tag did not arrive whole: the tags it was to replace stay listed (and
             # pullable) until it does, as an older model version stays beside a failed new one
@@ -227,6 +238,14 @@ class ImageSync:
                 # prune) see that it does not fit instead of waiting for it forever
                 else replace(v, size=too_big[v.version])
                 if v.version in too_big
+                # a tag held here keeps the digest and size of what is held (NGC may list
+                # another digest: the tag was pushed again), until prune releases it
+                else replace(
+                    v,
+                    manifest_digest=known[v.version].manifest_digest,
+                    size=known[v.version].size,
+                )
+                if v.version in self._whole
                 else v
                 for v in self.ngc.versions
             ]
@@ -245,6 +264,16 @@ class ImageSync:
                         catalog.record_blob(s, d.digest, d.size, d.media_type)
             catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=stamp)
         self.touched.append(("image", path))
+
+    def _same(self, known: dict[str, Version], versions: list[RemoteVersion]) -> bool:
+        """Whether this run would write what the catalog already holds: the same live tags,
+        digests and dates, every piece stored."""
+        return set(known) == {v.version for v in versions} and all(
+            v.version in self._whole
+            and known[v.version].manifest_digest == v.manifest_digest
+            and known[v.version].created == v.created
+            for v in versions
+        )
 
     @staticmethod
     def _carried(

@@ -285,3 +285,22 @@ def test_a_new_tag_that_fails_keeps_the_one_it_replaces_listed(tmp_path: Path) -
         done = run_mirror(["--config", str(cfg), "prune", "--json"], env)
         assert json.loads(done.stdout)["released"] == [f"image {NAME}/win/app:old"]
     verify_clean(env)
+
+
+def test_an_unchanged_repository_is_not_rewritten(peers: Peers, tmp_path: Path) -> None:
+    """A sync that finds nothing new writes nothing: the entry's changed snapshot stays, so
+    no incremental bundle sends the repository again."""
+    import sqlite3
+
+    home = tmp_path / "mirror"
+    cfg = registry_config(tmp_path / "m.toml", peers.reg.url, ["sel/dated"], name=NAME, latest=2)
+
+    def changed() -> list[tuple[str, int]]:
+        with sqlite3.connect(home / "mirror.db") as db:
+            return list(db.execute("SELECT path, changed_snapshot_id FROM entries ORDER BY path"))
+
+    _sync(cfg, home)
+    first = changed()
+    again = _sync(cfg, home)
+    assert again["failures"] == [] and changed() == first
+    assert index_refs(home).keys() == {f"{NAME}/sel/dated:a-newest", f"{NAME}/sel/dated:m-middle"}
