@@ -27,6 +27,7 @@ class ListedEntry:
     precision: str | None = None
     application: str | None = None
     labels: tuple[str, ...] = ()
+    held: str | None = None  # a `mirror serve` upstream: fingerprint of what it holds
 
     @property
     def path(self) -> str:
@@ -34,8 +35,11 @@ class ListedEntry:
 
     @property
     def stamp(self) -> str:
-        """Changes whenever upstream says the entry changed (dateModified or latest version)."""
-        return f"{self.updated or ''}|{self.latest_version or ''}"
+        """Changes whenever upstream says the entry changed (dateModified or latest version),
+        and, with another mirror as upstream, whenever what that mirror holds changes (it
+        fetched or pruned a version: NGC's dates say nothing of that)."""
+        base = f"{self.updated or ''}|{self.latest_version or ''}"
+        return f"{base}|{self.held}" if self.held else base
 
 
 @dataclass(frozen=True)

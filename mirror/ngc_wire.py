@@ -11,6 +11,10 @@ from typing import Any
 JSON = dict[str, Any]
 
 #: Search resource type (§8.1) of each entry kind.
+# a search attribute `mirror serve` adds (NGC never sends it): a fingerprint of which versions
+# the serving mirror holds, so a downstream mirror notices fetches and prunes upstream
+HELD_ATTRIBUTE = "mirrorHeld"
+
 SEARCH_TYPES = {"model": "MODEL", "resource": "RECIPE", "image": "CONTAINER"}
 
 # HTTP status -> requestStatus.statusCode enum (§3.1); unknown codes get a generic value.

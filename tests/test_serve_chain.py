@@ -111,3 +111,38 @@ def test_chain_over_tls_with_a_read_token(mirror_a: Path, tmp_path: Path) -> Non
     _, stored_a = _catalog(mirror_a)
     _, stored_b = _catalog(home_b)
     assert stored_b == stored_a
+
+
+def test_a_downstream_follows_what_its_upstream_fetches_and_prunes(tmp_path: Path) -> None:
+    """NGC's dates say nothing of what a mirror holds: A fetching older versions, or pruning
+    them, must still reach B (the serving mirror adds a held-versions fingerprint that B's
+    listing stamp includes)."""
+    cat = seed_catalog(limit=3, versions_per_entry=3, include_resources=False)
+    a, b = tmp_path / "a" / "mirror", tmp_path / "b" / "mirror"
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[[select]]\npattern = "*"\nlatest = 1\n')
+
+    def sync_a(latest: int | None) -> None:
+        select = (Selection("*", latest=latest),)
+        assert run_sync(make_settings(a, fake.url, kinds=("model",), select=select)).outcome == "ok"
+
+    with FakeNGC(cat) as fake:
+        sync_a(1)
+        with ServeThread(a) as srv:
+            assert run_sync(_downstream(b, srv.url)).outcome == "ok"
+            one = _catalog(b)[1]
+            assert one == _catalog(a)[1]
+
+            sync_a(None)  # A widens its selection: older versions arrive at A
+            assert len(_catalog(a)[1]) > len(one)
+            assert run_sync(_downstream(b, srv.url)).outcome == "ok"
+            assert _catalog(b)[1] == _catalog(a)[1]
+
+            pruned = run_mirror(["--config", str(cfg), "prune"], cli_env(a, fake.url))
+            assert pruned.returncode == 0, pruned.stderr  # A is back to the newest versions
+            assert run_sync(_downstream(b, srv.url)).outcome == "ok"
+            b_cfg = tmp_path / "b.toml"
+            b_cfg.write_text('[[select]]\npattern = "*"\nlatest = 0\n')
+            done = run_mirror(["--config", str(b_cfg), "prune"], cli_env(b, srv.url))
+            assert done.returncode == 0, done.stderr
+            assert _catalog(b)[1] == _catalog(a)[1] == one

@@ -10,6 +10,7 @@ mirror can actually deliver.
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from mirror import ngc_wire
@@ -62,6 +63,17 @@ def latest(entry: Entry) -> tuple[str | None, int | None]:
     return entry.latest_version, upstream.size if upstream else None
 
 
+def held_fingerprint(entry: Entry) -> str:
+    """Which live versions this mirror holds, as a short digest (see ngc_wire.HELD_ATTRIBUTE)."""
+    tags = {v.version for v in served_tags(entry)} if entry.kind == "image" else set()
+    held = sorted(
+        v.version
+        for v in _live(entry)
+        if (v.version in tags if entry.kind == "image" else mirrored(v))
+    )
+    return hashlib.sha256("\n".join(held).encode()).hexdigest()[:16]
+
+
 def search_resource(entry: Entry) -> JSON:
     latest_id, latest_size = latest(entry)
     attrs: list[tuple[str, Any]]
@@ -75,6 +87,7 @@ def search_resource(entry: Entry) -> JSON:
             ("framework", entry.framework),
             ("precision", entry.precision),
         ]
+    attrs.append((ngc_wire.HELD_ATTRIBUTE, held_fingerprint(entry)))
     return {
         "resourceId": entry.path,
         "resourceType": SEARCH_TYPES[entry.kind],

@@ -25,6 +25,7 @@ from mirror.config import NgcSettings
 from mirror.errors import HTTPStatusError, ProtocolError, UpstreamError
 from mirror.http import HttpClient
 from mirror.models import ListedEntry, RemoteFile, RemoteVersion
+from mirror.ngc_wire import HELD_ATTRIBUTE
 from mirror.paths import safe_relpath, validate_digest
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ class NgcSource:
             created=_str(res.get("dateCreated")),
             updated=_str(res.get("dateModified")),
             latest_version=attrs.get("latestVersionIdStr") or None,
+            held=attrs.get(HELD_ATTRIBUTE) or None,
             latest_size=_int(attrs.get("latestVersionSizeInBytes")),
             framework=attrs.get("framework") or None,
             precision=attrs.get("precision") or None,
