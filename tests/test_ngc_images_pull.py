@@ -156,3 +156,59 @@ def test_registry_repositories_beside_ngc_images_stay_put(tmp_path: Path) -> Non
         assert ids == ["nvidia/single"]  # lab.example/lab/app is pulled by name, not listed
         pulled = httpx.get(f"{srv.url}/v2/lab/app/manifests/1.0", timeout=30)
         assert pulled.status_code == 200
+
+
+def test_a_newest_tag_over_max_size_leaves_the_held_one_wanted(tmp_path: Path) -> None:
+    """max_size on NGC images: the too-big newest tag keeps its measured size in the catalog,
+    so prune sees it does not fit and keeps the older tag (it used to hold the entry back on
+    every run, waiting for a tag that would never be fetched)."""
+    from tests.registry_peer import Layout
+    from tests.test_image_support import MiB, add_image, push, tar_layer
+
+    require_tool("docker-registry")
+    require_tool("skopeo")
+    skopeo_home = tmp_path / "skopeo-home"
+    layout = Layout(tmp_path / "layout")
+    layout.tags["small"] = add_image(
+        layout, [tar_layer("s.bin", b"s" * 10_000)], created="2026-01-01T00:00:00Z"
+    )
+    layout.tags["big"] = add_image(
+        layout,
+        [tar_layer("b.bin", bytes(range(256)) * (2 * MiB // 256))],
+        created="2026-02-01T00:00:00Z",
+    )
+    layout.write_index()
+    cat = FakeCatalog()
+    day = "2026-01-01T00:00:00.000Z"
+    entry = cat.add(
+        FakeEntry(
+            kind="image",
+            org="nvidia",
+            team=None,
+            name="sized",
+            updated=day,
+            versions=[FakeVersion("v1", created=day, updated=day)],
+        )
+    )
+    home = tmp_path / "mirror"
+    with Registry(tmp_path / "reg") as reg, FakeNGC(cat) as fake:
+        push(layout, "small", reg.host, "nvidia/sized", "v1", home=skopeo_home)
+        push(layout, "big", reg.host, "nvidia/sized", "v2", home=skopeo_home)
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'[ngc]\napi_url = "{fake.url}"\nregistry_url = "{reg.url}"\nkinds = ["image"]\n\n'
+            '[[select]]\npattern = "nvidia/*"\nkinds = ["image"]\nlatest = 1\nmax_size = "1MiB"\n'
+        )
+        env = cli_env(home, fake.url)
+        env.pop("MIRROR_NGC_API_URL")
+        assert run_mirror(["--config", str(cfg), "sync"], env).returncode == 0
+        later = "2026-02-01T00:00:00.000Z"
+        cat.add_version(entry, FakeVersion("v2", created=later, updated=later))
+        assert run_mirror(["--config", str(cfg), "sync"], env).returncode == 0
+        shown = json.loads(run_mirror(["show", "nvidia/sized", "--json"], env).stdout)
+        sizes = {v["version"]: v["size"] for v in shown["versions"]}
+        assert sizes["v2"] > MiB  # measured, not NGC's listing
+        pruned = run_mirror(["--config", str(cfg), "prune", "--dry-run", "--json"], env)
+        assert pruned.returncode == 0, pruned.stderr
+        report = json.loads(pruned.stdout)
+        assert report["released"] == [] and report["held_back"] == []
