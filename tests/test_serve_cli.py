@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -110,6 +112,17 @@ def test_an_outdated_search_index_is_rebuilt_at_start(
 ) -> None:
     home, env = synced
     shutil.rmtree(home / "search")  # as after an upgrade that changed the index format
+    with _serving(env) as (_, client, err):
+        page = client.get("/search", params={"q": "bert"})
+        assert page.status_code == 200 and "/entry/model/" in page.text
+    assert "rebuilding it from the catalog" in err[0]
+    assert (home / "search" / "current").exists()
+
+
+@contextlib.contextmanager
+def _serving(env: dict[str, str]) -> Iterator[tuple[int, httpx.Client, list[str]]]:
+    """A real `mirror serve` process on a free port, answering: (port, client, [its stderr,
+    filled in once it stopped])."""
     port = free_port()
     proc = subprocess.Popen(
         mirror_cmd("serve", "--port", str(port)),
@@ -119,16 +132,14 @@ def test_an_outdated_search_index_is_rebuilt_at_start(
         stderr=subprocess.PIPE,
         text=True,
     )
+    err: list[str] = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
             wait_for(lambda: _up(client), timeout=60, what="mirror serve to answer")
-            page = client.get("/search", params={"q": "bert"})
-            assert page.status_code == 200 and "/entry/model/" in page.text
+            yield port, client, err
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert "rebuilding it from the catalog" in err
-    assert (home / "search" / "current").exists()
+        err.append(proc.communicate(timeout=30)[1])
 
 
 def _up(client: httpx.Client) -> bool:
@@ -145,27 +156,13 @@ def test_tls_handshakes_on_the_plain_port_are_explained_once(
     pull."""
     import socket
 
-    home, env = synced
-    port = free_port()
-    proc = subprocess.Popen(
-        mirror_cmd("serve", "--port", str(port)),
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    _, env = synced
     hello = bytes.fromhex("160301020001") + b"\x01\xfc\x03\x03" + bytes(40)  # a TLS ClientHello
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
-            wait_for(lambda: _up(client), timeout=60, what="mirror serve to answer")
-            for _ in range(3):
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                    sock.sendall(hello)
-                    sock.recv(1024)  # the server answers 400 and closes
-            assert client.get("/v2/").status_code == 200  # and keeps serving
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert err.count("not HTTP (docker and podman try https first") == 1, err
-    assert "Invalid HTTP request received" not in err
+    with _serving(env) as (port, client, err):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(hello)
+                sock.recv(1024)  # the server answers 400 and closes
+        assert client.get("/v2/").status_code == 200  # and keeps serving
+    assert err[0].count("not HTTP (docker and podman try https first") == 1, err
+    assert "Invalid HTTP request received" not in err[0]
