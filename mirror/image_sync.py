@@ -83,6 +83,17 @@ def _instant(created: str | None) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
+def _same(known: dict[str, Version], whole: set[str], versions: list[RemoteVersion]) -> bool:
+    """Whether a run would write what the catalog already holds: the same live tags, digests
+    and dates, every piece stored (`whole`)."""
+    return set(known) == {v.version for v in versions} and all(
+        v.version in whole
+        and known[v.version].manifest_digest == v.manifest_digest
+        and known[v.version].created == v.created
+        for v in versions
+    )
+
+
 def _entry_parts(name: str, repo: str) -> tuple[str, str | None, str]:
     parts = repo.split("/")
     team = "/".join(parts[:-1]) or None
@@ -129,18 +140,15 @@ class ImageSync:
                 self.report.failures.append(f"image {self.source.name}/{repo}: {exc}")
         return self.report
 
-    def _known(self, path: str) -> dict[str, Version]:
-        """Live tags of the entry; `self._whole` gets those whose pieces are all stored."""
+    def _known(self, path: str) -> tuple[dict[str, Version], set[str]]:
+        """Live tags of the entry, and those of them whose pieces are all stored."""
         with self.db.session() as s:
             e = s.scalar(select(Entry).where(Entry.kind == "image", Entry.path == path))
             if e is None:
-                self._whole: set[str] = set()
-                return {}
+                return {}, set()
             live = {v.version: v for v in e.versions if v.removed_snapshot_id is None}
-            self._whole = {
-                t for t, v in live.items() if v.files and all(f.blob_digest for f in v.files)
-            }
-            return live
+            whole = {t for t, v in live.items() if v.files and all(f.blob_digest for f in v.files)}
+            return live, whole
 
     def _repo(self, repo: str, snapshot_id: int | None) -> None:
         org, team, name = _entry_parts(self.source.name, repo)
@@ -155,7 +163,7 @@ class ImageSync:
                 if any(fnmatch.fnmatchcase(t, g) for g in self.source.tags)
             ]
         self.report.tags_listed += len(tags)
-        known = self._known(path)
+        known, whole = self._known(path)
         plans = []
         for tag in tags:
             m = self.client.manifest(repo, tag)
@@ -204,7 +212,7 @@ class ImageSync:
             )
         if self.dry_run or snapshot_id is None:
             return
-        if self.ngc is None and not failed and self._same(known, versions):
+        if self.ngc is None and not failed and _same(known, whole, versions):
             # nothing new: no catalog write, so no bundle sends this repository again (it
             # still counts as refreshed: it was checked and is whole)
             self.touched.append(("image", path))
@@ -245,7 +253,7 @@ class ImageSync:
                     manifest_digest=known[v.version].manifest_digest,
                     size=known[v.version].size,
                 )
-                if v.version in self._whole
+                if v.version in whole
                 else v
                 for v in self.ngc.versions
             ]
@@ -264,16 +272,6 @@ class ImageSync:
                         catalog.record_blob(s, d.digest, d.size, d.media_type)
             catalog.upsert_entry(s, remote, snapshot_id, stored, stamp=stamp)
         self.touched.append(("image", path))
-
-    def _same(self, known: dict[str, Version], versions: list[RemoteVersion]) -> bool:
-        """Whether this run would write what the catalog already holds: the same live tags,
-        digests and dates, every piece stored."""
-        return set(known) == {v.version for v in versions} and all(
-            v.version in self._whole
-            and known[v.version].manifest_digest == v.manifest_digest
-            and known[v.version].created == v.created
-            for v in versions
-        )
 
     @staticmethod
     def _carried(

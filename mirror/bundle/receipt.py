@@ -93,23 +93,19 @@ def ingest_receipt(s: Session, site: str, path: Path) -> int:
     return row.confirmed_snapshot
 
 
-def sent_blobs(s: Session, site: str) -> set[str]:
-    """Blobs of every bundle exported for the site, confirmed or not."""
-    return set(
-        s.scalars(
-            select(ExportBlob.digest)
-            .join(Export, Export.bundle_id == ExportBlob.bundle_id)
-            .where(Export.site == site)
-        )
+def sent_blobs(s: Session, site: str, *, confirmed: bool = False) -> set[str]:
+    """Blobs of every bundle exported for the site (with `confirmed`: only of those the site
+    confirmed having)."""
+    stmt = (
+        select(ExportBlob.digest)
+        .join(Export, Export.bundle_id == ExportBlob.bundle_id)
+        .where(Export.site == site)
     )
+    if confirmed:
+        stmt = stmt.where(Export.confirmed_at.is_not(None))
+    return set(s.scalars(stmt))
 
 
 def confirmed_blobs(s: Session, site: str) -> set[str]:
     """Blobs of every bundle the site confirmed having."""
-    return set(
-        s.scalars(
-            select(ExportBlob.digest)
-            .join(Export, Export.bundle_id == ExportBlob.bundle_id)
-            .where(Export.site == site, Export.confirmed_at.is_not(None))
-        )
-    )
+    return sent_blobs(s, site, confirmed=True)

@@ -49,14 +49,17 @@ def _team(entry: Entry) -> str | None:
     return entry.team or None
 
 
+def held_versions(entry: Entry) -> list[Version]:
+    """The live versions (tags) this mirror holds, newest first."""
+    if entry.kind == "image":
+        return served_tags(entry)
+    return newest_first(v for v in _live(entry) if mirrored(v))
+
+
 def latest(entry: Entry) -> tuple[str | None, int | None]:
     """(version, size) of what "latest" means here: the newest version (tag) this mirror holds,
     else upstream's latest. NVIDIA's client downloads it when no version is given."""
-    held = (
-        served_tags(entry)
-        if entry.kind == "image"
-        else newest_first(v for v in _live(entry) if mirrored(v))
-    )
+    held = held_versions(entry)
     if held:
         return held[0].version, held[0].size
     upstream = next((v for v in _live(entry) if v.version == entry.latest_version), None)
@@ -65,12 +68,7 @@ def latest(entry: Entry) -> tuple[str | None, int | None]:
 
 def held_fingerprint(entry: Entry) -> str:
     """Which live versions this mirror holds, as a short digest (see ngc_wire.HELD_ATTRIBUTE)."""
-    tags = {v.version for v in served_tags(entry)} if entry.kind == "image" else set()
-    held = sorted(
-        v.version
-        for v in _live(entry)
-        if (v.version in tags if entry.kind == "image" else mirrored(v))
-    )
+    held = sorted(v.version for v in held_versions(entry))
     return hashlib.sha256("\n".join(held).encode()).hexdigest()[:16]
 
 
